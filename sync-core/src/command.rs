@@ -1,0 +1,205 @@
+//! What the engine asks its host to do, and what the host tells it.
+
+use nostr::event::Event;
+use nostr::filter::Filter;
+use nostr::message::SubscriptionId;
+use serde::{Deserialize, Serialize};
+
+use crate::info::RelayInfo;
+use crate::relay::StoreOutcome;
+use crate::url::RelayUrl;
+
+/// Whether a subscription stays open for new events or ends at EOSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionMode {
+    /// `since` = now, `limit: 0`, kept open.
+    Live,
+    /// A page of history, ended by EOSE.
+    Historic,
+}
+
+/// A command for the host. Commands come out in a deterministic order.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    /// Fetch the relay's NIP-11 document and report it with [`Input::RelayInfo`].
+    FetchRelayInfo {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Open a websocket; report [`Input::Connected`] or [`Input::ConnectFailed`].
+    Connect {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Close the websocket. The engine already counts the relay as disconnected:
+    /// do not report [`Input::Disconnected`] for it.
+    Disconnect {
+        /// The relay.
+        relay: RelayUrl,
+    },
+    /// Send `["REQ", subscription, filters...]`. A REQ with an id that is
+    /// already open replaces it (the next page of a historic pass, or an
+    /// updated live subscription).
+    Subscribe {
+        /// The relay.
+        relay: RelayUrl,
+        /// The subscription id.
+        subscription: SubscriptionId,
+        /// The filters.
+        filters: Vec<Filter>,
+        /// Live or historic.
+        mode: SubscriptionMode,
+    },
+    /// Send `["CLOSE", subscription]`.
+    Unsubscribe {
+        /// The relay.
+        relay: RelayUrl,
+        /// The subscription id.
+        subscription: SubscriptionId,
+    },
+    /// Answer a NIP-42 challenge with a signed kind-22242 event; report
+    /// [`Input::AuthResult`] when the relay's `OK` arrives.
+    Authenticate {
+        /// The relay.
+        relay: RelayUrl,
+        /// The challenge to sign.
+        challenge: String,
+    },
+}
+
+impl Command {
+    /// The relay the command is for.
+    pub fn relay(&self) -> &RelayUrl {
+        match self {
+            Command::FetchRelayInfo { relay }
+            | Command::Connect { relay }
+            | Command::Disconnect { relay }
+            | Command::Subscribe { relay, .. }
+            | Command::Unsubscribe { relay, .. }
+            | Command::Authenticate { relay, .. } => relay,
+        }
+    }
+}
+
+/// An input to the engine. Every input is handed over with the current time.
+#[derive(Clone, Debug)]
+pub enum Input<'a> {
+    /// Nothing happened; time passed (call at [`Engine::next_wakeup`](crate::Engine::next_wakeup)).
+    Tick,
+    /// A repository announcement (kind 30617) the host stored or saw.
+    AnnouncementSeen(&'a Event),
+    /// A root event (1617, 1618, 1621) the host stored.
+    RootEventSeen(&'a Event),
+    /// A deletion request (kind 5) the host stored.
+    DeletionSeen(&'a Event),
+    /// The relay's NIP-11 document (after [`Command::FetchRelayInfo`]).
+    RelayInfo {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// What it publishes.
+        info: RelayInfo,
+    },
+    /// The websocket is open.
+    Connected {
+        /// The relay.
+        relay: &'a RelayUrl,
+    },
+    /// The connection attempt failed.
+    ConnectFailed {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Why (for logs).
+        reason: &'a str,
+    },
+    /// The websocket closed or broke.
+    Disconnected {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Why (for logs).
+        reason: &'a str,
+    },
+    /// An `EVENT` whose id and signature the host verified.
+    EventReceived {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Its subscription id.
+        subscription: &'a SubscriptionId,
+        /// The event.
+        event: &'a Event,
+    },
+    /// An `EVENT` that failed verification or could not be parsed.
+    EventInvalid {
+        /// The relay.
+        relay: &'a RelayUrl,
+    },
+    /// What the store did with an event from this relay.
+    EventStored {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// The store's answer.
+        outcome: StoreOutcome,
+    },
+    /// `EOSE`.
+    Eose {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Its subscription id.
+        subscription: &'a SubscriptionId,
+    },
+    /// `CLOSED`.
+    Closed {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Its subscription id.
+        subscription: &'a SubscriptionId,
+        /// The message, with its machine-readable prefix.
+        message: &'a str,
+    },
+    /// `NOTICE`.
+    Notice {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// The free text.
+        message: &'a str,
+    },
+    /// `AUTH` challenge.
+    AuthChallenge {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// The challenge.
+        challenge: &'a str,
+    },
+    /// The relay's `OK` for our AUTH event.
+    AuthResult {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Whether it accepted.
+        accepted: bool,
+    },
+}
+
+impl Input<'_> {
+    /// The relay the input is about, if any.
+    pub fn relay(&self) -> Option<&RelayUrl> {
+        match self {
+            Input::Tick
+            | Input::AnnouncementSeen(_)
+            | Input::RootEventSeen(_)
+            | Input::DeletionSeen(_) => None,
+            Input::RelayInfo { relay, .. }
+            | Input::Connected { relay }
+            | Input::ConnectFailed { relay, .. }
+            | Input::Disconnected { relay, .. }
+            | Input::EventReceived { relay, .. }
+            | Input::EventInvalid { relay }
+            | Input::EventStored { relay, .. }
+            | Input::Eose { relay, .. }
+            | Input::Closed { relay, .. }
+            | Input::Notice { relay, .. }
+            | Input::AuthChallenge { relay, .. }
+            | Input::AuthResult { relay, .. } => Some(relay),
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The engine: one catalog, one state machine per relay, a timer index and
+//! an output queue. It routes inputs, turns catalog changes into per-relay
+//! target changes, and fires timers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::str::FromStr;
+
+use nostr::event::{Event, EventId};
+use nostr::filter::Filter;
+use nostr::key::PublicKey;
+use nostr::message::SubscriptionId;
+
+use crate::acceptance::{check_acceptance, AcceptanceContext, Verdict};
+use crate::announcement::{parse_announcement, AnnouncementRules, IgnoreReason};
+use crate::catalog::{Catalog, TargetDelta, UpsertOutcome};
+use crate::command::{Command, Input};
+use crate::config::Config;
+use crate::relay::{Ctx, EventCheck, Relay};
+use crate::snapshot::{SavedRelay, SavedRepo, SavedRoot, Snapshot, SnapshotError, SNAPSHOT_VERSION};
+use crate::status::{EngineCounters, RelayStatus, Status};
+use crate::types::{is_root_kind, parse_event_id, RepoCoord, TargetKey, Time, KIND_DELETION, KIND_REPO_ANNOUNCEMENT};
+use crate::url::{RelayUrl, ServiceId};
+
+/// How many distinct ignored items the engine remembers for reports.
+const IGNORED_MEMORY: usize = 10_000;
+
+/// The GRASP-02 sync engine: a pure, deterministic state machine.
+///
+/// # Driving contract
+///
+/// The engine performs no I/O, reads no clock and draws no OS randomness.
+/// Its host:
+///
+/// 1. feeds every input with [`Engine::handle_input`], passing the current
+///    wall-clock time (`now`); the first call (a [`Input::Tick`] will do)
+///    starts the bootstrap relays;
+/// 2. after every input, drains [`Engine::poll_command`] until it returns
+///    `None` and carries the commands out in order;
+/// 3. calls `handle_input(now, Input::Tick)` no later than
+///    [`Engine::next_wakeup`] (earlier or extra calls are harmless).
+///
+/// Before paying for signature verification of an `EVENT`, the host may ask
+/// [`Engine::check_event`] whether it is wanted at all. Given the same
+/// configuration and the same inputs at the same times, the engine emits the
+/// same commands, byte for byte.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    config: Config,
+    catalog: Catalog,
+    relays: BTreeMap<RelayUrl, Relay>,
+    timers: BTreeSet<(Time, RelayUrl)>,
+    scheduled: BTreeMap<RelayUrl, Time>,
+    out: VecDeque<Command>,
+    counters: EngineCounters,
+    ignored: BTreeMap<(String, String), u64>,
+    now: Time,
+}
+
+impl Engine {
+    /// A new engine with no state but its bootstrap relays.
+    pub fn new(config: Config) -> Self {
+        let mut engine = Engine {
+            config,
+            catalog: Catalog::default(),
+            relays: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            scheduled: BTreeMap::new(),
+            out: VecDeque::new(),
+            counters: EngineCounters::default(),
+            ignored: BTreeMap::new(),
+            now: Time::ZERO,
+        };
+        for url in engine.config.bootstrap.clone() {
+            if engine.config.service.matches(&url) {
+                engine.ignore(IgnoreReason::OwnService.to_string(), url.to_string());
+                continue;
+            }
+            let relay = engine.relay_entry(&url, Time::ZERO);
+            relay.bootstrap = true;
+            engine.reschedule(&url);
+        }
+        engine
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The time of the latest input.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Feeds one input at time `now`. See the driving contract on [`Engine`].
+    pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        self.now = now;
+        match input {
+            Input::Tick => {}
+            Input::AnnouncementSeen(event) => self.on_announcement(event, now),
+            Input::RootEventSeen(event) => self.on_root(event, now),
+            Input::DeletionSeen(event) => self.on_deletion(event, now),
+            Input::RelayInfo { relay, info } => {
+                self.with_relay(relay, now, |r, now, ctx| r.on_info(info, now, ctx))
+            }
+            Input::Connected { relay } => {
+                self.with_relay(relay, now, |r, now, ctx| r.on_connected(now, ctx))
+            }
+            Input::ConnectFailed { relay, .. } => {
+                self.with_relay(relay, now, |r, now, ctx| r.on_connect_failed(now, ctx))
+            }
+            Input::Disconnected { relay, .. } => {
+                self.with_relay(relay, now, |r, now, ctx| r.on_disconnected(now, ctx))
+            }
+            Input::EventReceived {
+                relay,
+                subscription,
+                event,
+            } => match self.relays.get_mut(relay) {
+                Some(r) => {
+                    r.on_event(subscription, event, now);
+                    self.touch(relay, now);
+                }
+                None => self.counters.events_from_unknown_relays += 1,
+            },
+            Input::EventInvalid { relay } => {
+                self.with_relay(relay, now, |r, _, _| r.on_invalid())
+            }
+            Input::EventStored { relay, outcome } => {
+                self.with_relay(relay, now, |r, _, _| r.on_store(outcome))
+            }
+            Input::Eose {
+                relay,
+                subscription,
+            } => self.with_relay(relay, now, |r, now, ctx| r.on_eose(subscription, now, ctx)),
+            Input::Closed {
+                relay,
+                subscription,
+                message,
+            } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_closed(subscription, message, now, ctx)
+            }),
+            Input::Notice { relay, message } => {
+                self.with_relay(relay, now, |r, now, ctx| r.on_notice(message, now, ctx))
+            }
+            Input::AuthChallenge { relay, challenge } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_auth_challenge(challenge, now, ctx)
+            }),
+            Input::AuthResult { relay, accepted } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_auth_result(accepted, now, ctx)
+            }),
+        }
+        self.run_timers(now);
+    }
+
+    /// The next command for the host, in order.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// When the engine next needs a [`Input::Tick`]; `None` when nothing is scheduled.
+    pub fn next_wakeup(&self) -> Option<Time> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Whether an `EVENT` from `relay` on `subscription` is wanted: checks that
+    /// the subscription is open and that the event matches one of its filters.
+    /// Changes nothing; call before verifying the signature.
+    pub fn check_event(&self, relay: &RelayUrl, subscription: &SubscriptionId, event: &Event) -> EventCheck {
+        match self.relays.get(relay) {
+            Some(r) => r.check_event(subscription, event),
+            None => EventCheck::Unrequested,
+        }
+    }
+
+    /// The filters of an open subscription.
+    pub fn subscription_filters(&self, relay: &RelayUrl, subscription: &SubscriptionId) -> Option<&[Filter]> {
+        self.relays.get(relay)?.subscription_filters(subscription)
+    }
+
+    /// Would the service accept this event (GRASP acceptance)?
+    pub fn check_acceptance(&self, event: &Event) -> Verdict {
+        check_acceptance(event, self)
+    }
+
+    /// The relays the engine knows, in order.
+    pub fn relay_urls(&self) -> impl Iterator<Item = &RelayUrl> {
+        self.relays.keys()
+    }
+
+    /// The read-only status view (spec section 9).
+    pub fn status(&self) -> Status {
+        let relays: Vec<RelayStatus> = self
+            .relays
+            .values()
+            .map(|r| RelayStatus::of(r, &self.config))
+            .collect();
+        Status::new(
+            relays,
+            self.catalog.tracked_repos(),
+            self.catalog.roots().count(),
+            self.counters.clone(),
+            self.ignored
+                .iter()
+                .map(|((reason, detail), n)| (reason.clone(), detail.clone(), *n))
+                .collect(),
+        )
+    }
+
+    /// Targets a relay carries (for tests and tools).
+    pub fn relay_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
+        self.relays.get(relay).map(|r| &r.targets)
+    }
+
+    /// Targets whose historic sync is confirmed on a relay.
+    pub fn confirmed_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
+        self.relays.get(relay).map(|r| &r.confirmed)
+    }
+
+    /// Targets in historic work on a relay (queued or on the wire).
+    pub fn pending_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
+        self.relays.get(relay).map(|r| r.pending_targets())
+    }
+
+    /// The state that must survive a restart (spec section 8).
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.now;
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            saved_at: now,
+            repos: self
+                .catalog
+                .repos()
+                .map(|(c, e)| SavedRepo {
+                    coord: (**c).clone(),
+                    entry: e.clone(),
+                })
+                .collect(),
+            roots: self
+                .catalog
+                .roots()
+                .map(|(id, r)| SavedRoot {
+                    id: *id,
+                    author: r.author,
+                    repos: r.repos.iter().map(|c| (**c).clone()).collect(),
+                })
+                .collect(),
+            tombstones: self
+                .catalog
+                .tombstones()
+                .map(|(c, at)| ((**c).clone(), *at))
+                .collect(),
+            deleted_roots: self.catalog.deleted_roots().copied().collect(),
+            relays: self.relays.values().map(|r| SavedRelay::of(r, now)).collect(),
+        }
+    }
+
+    /// An engine restored from a snapshot at time `now`. Every relay starts
+    /// disconnected and due; one that was connected less than the quick
+    /// reconnect window before the snapshot was saved gets a quick reconnect.
+    pub fn restore(config: Config, snapshot: Snapshot, now: Time) -> Result<Engine, SnapshotError> {
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version {
+                found: snapshot.version,
+                expected: SNAPSHOT_VERSION,
+            });
+        }
+        let mut engine = Engine::new(config);
+        engine.now = now;
+        for (coord, at) in &snapshot.tombstones {
+            engine.catalog.restore_tombstone(coord, *at);
+        }
+        for id in &snapshot.deleted_roots {
+            engine.catalog.restore_deleted_root(*id);
+        }
+        let mut deltas = Vec::new();
+        for repo in snapshot.repos {
+            engine.catalog.restore_repo(&repo.coord, repo.entry, &mut deltas);
+        }
+        for root in snapshot.roots {
+            engine.catalog.add_root(root.id, root.author, &root.repos, &mut deltas);
+        }
+        for saved in snapshot.relays {
+            let confirmed: Vec<TargetKey> = saved
+                .confirmed
+                .iter()
+                .map(|t| match t {
+                    TargetKey::Repo(c) => TargetKey::Repo(engine.catalog.intern(c)),
+                    other => other.clone(),
+                })
+                .collect();
+            let url = saved.url.clone();
+            engine
+                .relay_entry(&url, now)
+                .restore(SavedRelay { confirmed, ..saved }, now);
+            engine.reschedule(&url);
+        }
+        engine.apply(deltas, now);
+        Ok(engine)
+    }
+
+    // ----- inputs ------------------------------------------------------------
+
+    fn on_announcement(&mut self, event: &Event, now: Time) {
+        if event.kind.as_u16() != KIND_REPO_ANNOUNCEMENT {
+            self.counters.events_of_wrong_kind += 1;
+            return;
+        }
+        let rules = AnnouncementRules {
+            service: &self.config.service,
+            use_clone_urls: self.config.use_clone_urls,
+            max_relays: self.config.max_relays_per_announcement,
+            allow_private: self.config.allow_private,
+        };
+        let ann = match parse_announcement(event, &rules) {
+            Ok(a) => a,
+            Err(e) => {
+                self.counters.announcements_invalid += 1;
+                self.ignore("bad-announcement".to_owned(), format!("{}: {e}", event.id.to_hex()));
+                return;
+            }
+        };
+        // Listing our own service is what tracked announcements do: not news.
+        for ig in ann.ignored.iter().filter(|i| i.reason != IgnoreReason::OwnService) {
+            self.ignore(ig.reason.to_string(), ig.url.clone());
+        }
+        let tracked = self.config.archive || ann.lists_service;
+        if !tracked {
+            self.counters.announcements_untracked += 1;
+        }
+        let mut deltas = Vec::new();
+        match self.catalog.upsert_announcement(&ann, tracked, &mut deltas) {
+            UpsertOutcome::Added | UpsertOutcome::Replaced => self.counters.announcements_applied += 1,
+            UpsertOutcome::Stale => self.counters.announcements_stale += 1,
+            UpsertOutcome::Deleted => self.counters.announcements_deleted += 1,
+        }
+        self.apply(deltas, now);
+    }
+
+    fn on_root(&mut self, event: &Event, now: Time) {
+        if !is_root_kind(event.kind.as_u16()) {
+            self.counters.events_of_wrong_kind += 1;
+            return;
+        }
+        let repos: Vec<RepoCoord> = event
+            .tags
+            .iter()
+            .filter_map(|t| match t.as_slice() {
+                [k, v, ..] if k == "a" => RepoCoord::from_str(v).ok(),
+                _ => None,
+            })
+            .collect();
+        let mut deltas = Vec::new();
+        if self.catalog.add_root(event.id, event.pubkey, &repos, &mut deltas) {
+            self.counters.roots_applied += 1;
+        }
+        self.apply(deltas, now);
+    }
+
+    fn on_deletion(&mut self, event: &Event, now: Time) {
+        if event.kind.as_u16() != KIND_DELETION {
+            self.counters.events_of_wrong_kind += 1;
+            return;
+        }
+        let mut coords = Vec::new();
+        let mut ids = Vec::new();
+        for t in event.tags.iter() {
+            match t.as_slice() {
+                [k, v, ..] if k == "a" => coords.extend(RepoCoord::from_str(v).ok()),
+                [k, v, ..] if k == "e" => ids.extend(parse_event_id(v)),
+                _ => {}
+            }
+        }
+        let mut deltas = Vec::new();
+        let n = self
+            .catalog
+            .delete(&event.pubkey, event.created_at.as_secs(), &coords, &ids, &mut deltas);
+        self.counters.deletions_applied += n as u64;
+        self.apply(deltas, now);
+    }
+
+    // ----- plumbing ------------------------------------------------------------
+
+    fn ignore(&mut self, reason: String, detail: String) {
+        self.counters.ignored_total += 1;
+        let key = (reason, detail);
+        if let Some(n) = self.ignored.get_mut(&key) {
+            *n += 1;
+        } else if self.ignored.len() < IGNORED_MEMORY {
+            self.ignored.insert(key, 1);
+        }
+    }
+
+    fn relay_entry(&mut self, url: &RelayUrl, now: Time) -> &mut Relay {
+        let seed = self.config.seed;
+        self.relays
+            .entry(url.clone())
+            .or_insert_with(|| Relay::new(url.clone(), seed, now))
+    }
+
+    /// Applies target changes to relays, creating relays as needed.
+    fn apply(&mut self, deltas: Vec<TargetDelta>, now: Time) {
+        let mut touched = BTreeSet::new();
+        for d in deltas {
+            if d.added && !self.relays.contains_key(&d.relay) {
+                if self.relays.len() >= self.config.max_relays_total {
+                    self.counters.relays_over_cap += 1;
+                    self.ignore("over-total-relay-cap".to_owned(), d.relay.to_string());
+                    continue;
+                }
+                self.relay_entry(&d.relay, now);
+            }
+            let Some(relay) = self.relays.get_mut(&d.relay) else {
+                continue;
+            };
+            let mut ctx = Ctx {
+                config: &self.config,
+                out: &mut self.out,
+            };
+            if d.added {
+                relay.add_target(d.target, now, &mut ctx);
+            } else {
+                relay.remove_target(&d.target, &mut ctx);
+            }
+            touched.insert(d.relay);
+        }
+        for url in touched {
+            if let Some(relay) = self.relays.get_mut(&url) {
+                let mut ctx = Ctx {
+                    config: &self.config,
+                    out: &mut self.out,
+                };
+                relay.maybe_connect(now, &mut ctx);
+                relay.pump(now, &mut ctx);
+            }
+            self.touch(&url, now);
+        }
+    }
+
+    fn with_relay(&mut self, url: &RelayUrl, now: Time, f: impl FnOnce(&mut Relay, Time, &mut Ctx<'_>)) {
+        let Some(relay) = self.relays.get_mut(url) else {
+            self.counters.inputs_for_unknown_relays += 1;
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            out: &mut self.out,
+        };
+        f(relay, now, &mut ctx);
+        self.touch(url, now);
+    }
+
+    /// After a relay changed: forget it if it stayed empty past its grace,
+    /// and re-index its next deadline.
+    fn touch(&mut self, url: &RelayUrl, now: Time) {
+        let Some(relay) = self.relays.get_mut(url) else {
+            return;
+        };
+        if relay.is_empty() {
+            let since = *relay.empty_since.get_or_insert(now);
+            if now.since(since) >= self.config.timing.empty_grace {
+                let mut ctx = Ctx {
+                    config: &self.config,
+                    out: &mut self.out,
+                };
+                relay.close(now, &mut ctx);
+                self.relays.remove(url);
+                self.counters.relays_forgotten += 1;
+            }
+        } else {
+            relay.empty_since = None;
+        }
+        self.reschedule(url);
+    }
+
+    fn reschedule(&mut self, url: &RelayUrl) {
+        let next = self
+            .relays
+            .get(url)
+            .and_then(|r| r.next_deadline(&self.config, self.now));
+        let old = self.scheduled.get(url).copied();
+        if old == next {
+            return;
+        }
+        if let Some(old) = old {
+            self.timers.remove(&(old, url.clone()));
+            self.scheduled.remove(url);
+        }
+        if let Some(next) = next {
+            self.timers.insert((next, url.clone()));
+            self.scheduled.insert(url.clone(), next);
+        }
+    }
+
+    fn run_timers(&mut self, now: Time) {
+        let due: Vec<RelayUrl> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, u)| u.clone())
+            .collect();
+        for url in due {
+            if let Some(relay) = self.relays.get_mut(&url) {
+                let mut ctx = Ctx {
+                    config: &self.config,
+                    out: &mut self.out,
+                };
+                relay.on_timer(now, &mut ctx);
+            }
+            self.touch(&url, now);
+        }
+    }
+}
+
+impl AcceptanceContext for Engine {
+    fn service(&self) -> &ServiceId {
+        &self.config.service
+    }
+
+    fn archive(&self) -> bool {
+        self.config.archive
+    }
+
+    fn is_tracked_repo(&self, coord: &RepoCoord) -> bool {
+        self.catalog.is_tracked_repo(coord)
+    }
+
+    fn is_tracked_root(&self, id: &EventId) -> bool {
+        self.catalog.is_tracked_root(id)
+    }
+
+    fn may_publish_state(&self, author: &PublicKey, identifier: &str) -> bool {
+        self.catalog.may_publish_state(author, identifier)
+    }
+}

@@ -1,0 +1,54 @@
+//! # grasp-sync-core
+//!
+//! A pure, deterministic, sans-IO state machine for GRASP-02 proactive sync:
+//! it decides which relays to connect to and which NIP-01 subscriptions to
+//! hold on each, so that a GRASP relay fetches (and keeps fetching) every
+//! event about the NIP-34 repositories it hosts.
+//!
+//! The engine does no I/O, reads no clock and draws no OS randomness. Inputs
+//! ([`Input`]) go in with the current time; commands ([`Command`]) come out.
+//! The same inputs at the same times give the same commands, byte for byte.
+//! See [`Engine`] for the driving contract.
+//!
+//! ```
+//! use grasp_sync_core::{Command, Config, Engine, Input, RelayUrl, ServiceId, Time};
+//!
+//! let mut config = Config::new(ServiceId::parse("git.example.com").unwrap());
+//! config.bootstrap.push(RelayUrl::parse("wss://relay.example.org").unwrap());
+//! let mut engine = Engine::new(config);
+//! engine.handle_input(Time::from_secs(1_700_000_000), Input::Tick);
+//! let mut commands = Vec::new();
+//! while let Some(c) = engine.poll_command() {
+//!     commands.push(c);
+//! }
+//! assert!(matches!(commands.last(), Some(Command::Connect { .. })));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod acceptance;
+pub mod announcement;
+pub mod catalog;
+pub mod command;
+pub mod config;
+pub mod engine;
+pub mod filters;
+pub mod info;
+pub mod paging;
+pub mod relay;
+pub mod rng;
+pub mod snapshot;
+pub mod status;
+pub mod types;
+pub mod url;
+
+pub use acceptance::{check_acceptance, AcceptanceContext, Verdict};
+pub use command::{Command, Input, SubscriptionMode};
+pub use config::{Config, Timing};
+pub use engine::Engine;
+pub use info::{Budget, RelayInfo};
+pub use relay::{EventCheck, GiveUpReason, RelayState, StoreOutcome};
+pub use snapshot::{Snapshot, SnapshotError};
+pub use status::{RelayStatus, Status};
+pub use types::{Layer, RepoCoord, TargetKey, Time};
+pub use url::{RelayUrl, ServiceId};

@@ -1,0 +1,1360 @@
+//! The per-relay state machine: connection lifecycle and backoff (spec
+//! section 4), live and historic subscriptions packed within the relay's
+//! budget (sections 3 and 6), and what the relay says back (section 5).
+//!
+//! A relay owns three disjoint views of its targets: `confirmed` (historic
+//! work ended at EOSE), `pending` (in a historic pack, queued or on the wire)
+//! and the rest. New historic work comes only from
+//! `targets − pending − confirmed − given_up`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use nostr::event::Event;
+use nostr::filter::{Filter, MatchEventOptions};
+use nostr::message::SubscriptionId;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, SubscriptionMode};
+use crate::config::Config;
+use crate::filters::{build_filter, FilterKind};
+use crate::info::{Budget, RelayInfo};
+use crate::paging::FilterPaging;
+use crate::rng::Rng;
+use crate::types::{Layer, TargetKey, Time};
+use crate::url::RelayUrl;
+
+/// Connection state of a relay as the status view shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayState {
+    /// Not connected; waiting for the next attempt.
+    Disconnected,
+    /// Failed for over a day; retried once a day.
+    Dead,
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected with historic work pending.
+    Syncing,
+    /// Connected, nothing pending.
+    Live,
+}
+
+/// Why work was given up on a relay until the next daily pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GiveUpReason {
+    /// `CLOSED restricted:` or `blocked:`.
+    Refused,
+    /// `auth-required:` with no key, or AUTH failed.
+    AuthRequired,
+    /// `error:`, `invalid:` or `unsupported:` twice, even after a split.
+    Rejected,
+    /// Timed out or refused without explanation too many times.
+    Unresponsive,
+}
+
+/// What the relay sent an event for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventCheck {
+    /// A subscription we hold, and the event matches one of its filters.
+    Accepted(SubscriptionMode),
+    /// No subscription of that id is open.
+    Unrequested,
+    /// The subscription is open but none of its filters matches the event.
+    Unmatched,
+}
+
+/// How the store took an event (for the counters of spec section 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already there.
+    Duplicate,
+    /// Refused (not acceptable to the service, or invalid for the store).
+    Rejected,
+}
+
+/// Counters of one relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayStats {
+    /// Valid events received for our subscriptions.
+    pub events_received: u64,
+    /// Events the store newly stored.
+    pub events_stored: u64,
+    /// Events the store already had.
+    pub events_duplicate: u64,
+    /// Events the store refused.
+    pub events_rejected: u64,
+    /// Events with a bad id or signature, or malformed.
+    pub events_invalid: u64,
+    /// Events for subscriptions we do not hold.
+    pub events_unrequested: u64,
+    /// Events that match none of their subscription's filters.
+    pub events_unmatched: u64,
+    /// Connection attempts made.
+    pub connects: u64,
+    /// Failed connection attempts and drops.
+    pub failures: u64,
+    /// Historic REQs sent (pages included).
+    pub reqs_sent: u64,
+    /// Historic REQs that timed out.
+    pub timeouts: u64,
+    /// NOTICEs received.
+    pub notices: u64,
+    /// Time of the last EOSE.
+    pub last_eose: Option<Time>,
+    /// Refusals seen, by reason (`rate-limited`, `restricted`, `notice`, …).
+    pub refusals: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Conn {
+    Disconnected { retry_at: Time },
+    Connecting { since: Time },
+    Connected { since: Time },
+}
+
+/// Reconnect bookkeeping.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// When the current run of failures began.
+    pub failing_since: Option<Time>,
+    /// Failed for longer than `dead_after`.
+    pub dead: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Auth {
+    challenge: Option<String>,
+    /// AUTH sent, no answer yet (with the time it was sent).
+    pending_since: Option<Time>,
+    authenticated: bool,
+    /// Work was refused with `auth-required:` and waits for AUTH.
+    needed: bool,
+}
+
+/// A unit of historic work: targets of one layer and the pagination of each
+/// of the layer's filters. The seam for a second method (NIP-77) is here: a
+/// pack is carried out by whatever method the relay supports.
+#[derive(Clone, Debug)]
+struct Pack {
+    layer: Layer,
+    targets: BTreeSet<TargetKey>,
+    filters: Vec<(FilterKind, FilterPaging)>,
+    since: Option<u64>,
+    ready_at: Time,
+    /// Timeouts and unexplained refusals so far.
+    attempts: u32,
+    /// Already split once after an `error:`-style refusal.
+    split: bool,
+}
+
+impl Pack {
+    fn new(layer: Layer, since: Option<u64>, now: Time) -> Self {
+        Pack {
+            layer,
+            targets: BTreeSet::new(),
+            filters: layer
+                .filter_kinds()
+                .iter()
+                .map(|k| (*k, FilterPaging::new(since)))
+                .collect(),
+            since,
+            ready_at: now,
+            attempts: 0,
+            split: false,
+        }
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.filters.iter().all(|(_, p)| p.is_fresh())
+    }
+
+    fn is_done(&self) -> bool {
+        self.filters.iter().all(|(_, p)| p.is_done())
+    }
+
+    fn open_filters(&self) -> usize {
+        self.filters.iter().filter(|(_, p)| !p.is_done()).count()
+    }
+
+    /// Restart pagination from the top (after a lost connection).
+    fn restart(&mut self) {
+        for (_, p) in &mut self.filters {
+            *p = FilterPaging::new(self.since);
+        }
+    }
+}
+
+/// A historic REQ on the wire.
+#[derive(Clone, Debug)]
+struct HistoricReq {
+    packs: Vec<Pack>,
+    /// Filter `i` of the REQ is `packs[sent[i].0].filters[sent[i].1]`.
+    sent: Vec<(usize, usize)>,
+    filters: Vec<Filter>,
+    last_activity: Time,
+}
+
+/// A live subscription: packs of targets, kept stable so that adding a target
+/// resends one REQ, not all of them.
+#[derive(Clone, Debug)]
+struct LiveGroup {
+    sub: SubscriptionId,
+    packs: Vec<(Layer, BTreeSet<TargetKey>)>,
+    /// Filters of the REQ on the wire, when open.
+    filters: Vec<Filter>,
+    open: bool,
+    dirty: bool,
+    refused: bool,
+    retry_at: Time,
+    attempts: u32,
+}
+
+impl LiveGroup {
+    fn filter_count(&self) -> usize {
+        self.packs.iter().map(|(l, _)| l.filter_kinds().len()).sum()
+    }
+}
+
+/// One remote relay.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub(crate) url: RelayUrl,
+    pub(crate) bootstrap: bool,
+    pub(crate) targets: BTreeSet<TargetKey>,
+    conn: Conn,
+    pub(crate) backoff: Backoff,
+    pub(crate) disconnected_at: Option<Time>,
+    pub(crate) last_connected: Option<Time>,
+    pub(crate) info: Option<RelayInfo>,
+    info_requested: bool,
+    pub(crate) learned_max_subs: Option<u32>,
+    pub(crate) next_resync: Option<Time>,
+    pub(crate) empty_since: Option<Time>,
+    pub(crate) rng: Rng,
+    pub(crate) confirmed: BTreeSet<TargetKey>,
+    pending: BTreeSet<TargetKey>,
+    pub(crate) given_up: BTreeMap<TargetKey, GiveUpReason>,
+    queue: VecDeque<Pack>,
+    active: BTreeMap<SubscriptionId, HistoricReq>,
+    live: Vec<LiveGroup>,
+    pub(crate) cooldown_until: Option<Time>,
+    pub(crate) cooldown_strikes: u32,
+    auth: Auth,
+    /// REQs sent and not yet answered, most recent last (for NOTICE attribution).
+    unanswered: Vec<SubscriptionId>,
+    next_sub: u64,
+    /// Newest `created_at` received per layer (discovery, repo, root).
+    pub(crate) last_event_at: [Option<u64>; 3],
+    pub(crate) stats: RelayStats,
+}
+
+/// Shared context of a relay call.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a Config,
+    pub out: &'a mut VecDeque<Command>,
+}
+
+fn layer_index(l: Layer) -> usize {
+    match l {
+        Layer::Discovery => 0,
+        Layer::Repo => 1,
+        Layer::Root => 2,
+    }
+}
+
+const MATCH: MatchEventOptions = MatchEventOptions {
+    id: true,
+    author: true,
+    kind: true,
+    tags: true,
+    // Time bounds are paging hints, not acceptance rules: a back-dated event
+    // that arrives live is still ours.
+    since: false,
+    until: false,
+    nip50: false,
+};
+
+impl Relay {
+    /// A new relay, due to connect at `now`.
+    pub(crate) fn new(url: RelayUrl, seed: u64, now: Time) -> Self {
+        let rng = Rng::for_stream(seed, url.as_str());
+        Relay {
+            url,
+            bootstrap: false,
+            targets: BTreeSet::new(),
+            conn: Conn::Disconnected { retry_at: now },
+            backoff: Backoff::default(),
+            disconnected_at: None,
+            last_connected: None,
+            info: None,
+            info_requested: false,
+            learned_max_subs: None,
+            next_resync: None,
+            empty_since: None,
+            rng,
+            confirmed: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            given_up: BTreeMap::new(),
+            queue: VecDeque::new(),
+            active: BTreeMap::new(),
+            live: Vec::new(),
+            cooldown_until: None,
+            cooldown_strikes: 0,
+            auth: Auth::default(),
+            unanswered: Vec::new(),
+            next_sub: 0,
+            last_event_at: [None; 3],
+            stats: RelayStats::default(),
+        }
+    }
+
+    // ----- views -----------------------------------------------------------
+
+    /// The relay's state for the status view.
+    pub fn state(&self) -> RelayState {
+        match self.conn {
+            Conn::Disconnected { .. } if self.backoff.dead => RelayState::Dead,
+            Conn::Disconnected { .. } => RelayState::Disconnected,
+            Conn::Connecting { .. } => RelayState::Connecting,
+            Conn::Connected { .. } if self.pending.is_empty() => RelayState::Live,
+            Conn::Connected { .. } => RelayState::Syncing,
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        matches!(self.conn, Conn::Connected { .. })
+    }
+
+    pub(crate) fn is_disconnected(&self) -> bool {
+        matches!(self.conn, Conn::Disconnected { .. })
+    }
+
+    pub(crate) fn retry_at(&self) -> Option<Time> {
+        match self.conn {
+            Conn::Disconnected { retry_at } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn budget(&self, config: &Config) -> Budget {
+        Budget::derive(&config.default_budget, self.info.as_ref(), self.learned_max_subs)
+    }
+
+    pub(crate) fn pending_targets(&self) -> &BTreeSet<TargetKey> {
+        &self.pending
+    }
+
+    pub(crate) fn open_subscriptions(&self) -> usize {
+        self.active.len() + self.live.iter().filter(|g| g.open).count()
+    }
+
+    pub(crate) fn queued_packs(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn live_uncovered(&self) -> usize {
+        self.live
+            .iter()
+            .filter(|g| !g.open)
+            .map(|g| g.packs.iter().map(|(_, t)| t.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// The filters of an open subscription.
+    pub(crate) fn subscription_filters(&self, sub: &SubscriptionId) -> Option<&[Filter]> {
+        if let Some(req) = self.active.get(sub) {
+            return Some(&req.filters);
+        }
+        self.live
+            .iter()
+            .find(|g| g.open && g.sub == *sub)
+            .map(|g| g.filters.as_slice())
+    }
+
+    /// Would an event for `sub` be accepted? (No state change.)
+    pub(crate) fn check_event(&self, sub: &SubscriptionId, event: &Event) -> EventCheck {
+        if let Some(req) = self.active.get(sub) {
+            if req.filters.iter().any(|f| f.match_event(event, MATCH)) {
+                return EventCheck::Accepted(SubscriptionMode::Historic);
+            }
+            return EventCheck::Unmatched;
+        }
+        match self.live.iter().find(|g| g.open && g.sub == *sub) {
+            Some(g) if g.filters.iter().any(|f| f.match_event(event, MATCH)) => {
+                EventCheck::Accepted(SubscriptionMode::Live)
+            }
+            Some(_) => EventCheck::Unmatched,
+            None => EventCheck::Unrequested,
+        }
+    }
+
+    /// True when the relay has nothing to do and may be forgotten after grace.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.targets.is_empty() && !self.bootstrap && self.pending.is_empty() && self.active.is_empty()
+    }
+
+    fn wants_connection(&self) -> bool {
+        self.bootstrap || !self.targets.is_empty()
+    }
+
+    /// The earliest time this relay needs `on_timer`.
+    /// Work that is ready but blocked (no free slot) is not a deadline: what
+    /// unblocks it (an EOSE, a cool-down ending) calls `pump` itself.
+    pub(crate) fn next_deadline(&self, config: &Config, now: Time) -> Option<Time> {
+        let t = &config.timing;
+        let mut d: Option<Time> = None;
+        let mut at = |x: Time| d = Some(d.map_or(x, |d| d.min(x)));
+        if let Some(e) = self.empty_since {
+            at(e.plus(t.empty_grace));
+        }
+        match self.conn {
+            Conn::Disconnected { retry_at } => {
+                if self.wants_connection() {
+                    at(retry_at);
+                }
+            }
+            Conn::Connecting { since } => at(since.plus(t.connect_timeout)),
+            Conn::Connected { .. } => {
+                for req in self.active.values() {
+                    at(req.last_activity.plus(t.historic_timeout));
+                }
+                if let Some(c) = self.cooldown_until {
+                    at(c);
+                }
+                if let Some(r) = self.next_resync {
+                    at(r);
+                }
+                if let Some(p) = self.auth.pending_since {
+                    at(p.plus(AUTH_TIMEOUT));
+                }
+                if self.cooldown_until.is_none() && !self.auth_blocks() {
+                    let budget = self.budget(config);
+                    if self.open_subscriptions() < budget.max_subscriptions as usize {
+                        if let Some(r) = self.queue.iter().map(|p| p.ready_at).filter(|r| *r > now).min() {
+                            at(r);
+                        }
+                    }
+                    for g in self.live.iter().filter(|g| g.dirty && !g.refused && g.retry_at > now) {
+                        at(g.retry_at);
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    fn auth_blocks(&self) -> bool {
+        self.auth.needed && !self.auth.authenticated
+    }
+
+    // ----- targets ---------------------------------------------------------
+
+    pub(crate) fn add_target(&mut self, target: TargetKey, now: Time, ctx: &mut Ctx<'_>) {
+        if !self.targets.insert(target.clone()) {
+            return;
+        }
+        self.empty_since = None;
+        self.live_add(&target, ctx.config);
+        if self.is_connected()
+            && !self.confirmed.contains(&target)
+            && !self.pending.contains(&target)
+            && !self.given_up.contains_key(&target)
+        {
+            self.enqueue_new(target, now, ctx.config);
+        }
+    }
+
+    pub(crate) fn remove_target(&mut self, target: &TargetKey, ctx: &mut Ctx<'_>) {
+        if !self.targets.remove(target) {
+            return;
+        }
+        self.confirmed.remove(target);
+        self.given_up.remove(target);
+        if self.pending.remove(target) {
+            for p in &mut self.queue {
+                p.targets.remove(target);
+            }
+            self.queue.retain(|p| !p.targets.is_empty());
+            let mut emptied = Vec::new();
+            for (sub, req) in &mut self.active {
+                for p in &mut req.packs {
+                    p.targets.remove(target);
+                }
+                if req.packs.iter().all(|p| p.targets.is_empty()) {
+                    emptied.push(sub.clone());
+                }
+            }
+            for sub in emptied {
+                self.active.remove(&sub);
+                self.unanswered.retain(|s| *s != sub);
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: sub,
+                });
+            }
+        }
+        self.live_remove(target);
+    }
+
+    fn enqueue_new(&mut self, target: TargetKey, now: Time, config: &Config) {
+        let cap = target
+            .layer()
+            .pack_capacity(self.budget(config).max_values_per_filter);
+        self.pending.insert(target.clone());
+        if let Some(p) = self.queue.iter_mut().rev().find(|p| {
+            p.layer == target.layer() && p.since.is_none() && p.is_fresh() && p.attempts == 0 && !p.split
+        }) {
+            if p.targets.len() < cap {
+                p.targets.insert(target);
+                return;
+            }
+        }
+        let mut p = Pack::new(target.layer(), None, now);
+        p.targets.insert(target);
+        self.queue.push_back(p);
+    }
+
+    /// Queues packs for `targets` (sorted), `since` bounding them below.
+    fn enqueue_all(&mut self, targets: Vec<TargetKey>, since: Option<u64>, now: Time, config: &Config) {
+        let values = self.budget(config).max_values_per_filter;
+        let mut by_layer: BTreeMap<Layer, Vec<TargetKey>> = BTreeMap::new();
+        for t in targets {
+            by_layer.entry(t.layer()).or_default().push(t);
+        }
+        for (layer, ts) in by_layer {
+            for chunk in ts.chunks(layer.pack_capacity(values)) {
+                let mut p = Pack::new(layer, since, now);
+                for t in chunk {
+                    self.pending.insert(t.clone());
+                    p.targets.insert(t.clone());
+                }
+                self.queue.push_back(p);
+            }
+        }
+    }
+
+    /// The three-way difference: queue every target that is neither pending,
+    /// confirmed nor given up.
+    fn plan_new_work(&mut self, now: Time, config: &Config) {
+        let new: Vec<TargetKey> = self
+            .targets
+            .iter()
+            .filter(|t| !self.pending.contains(*t) && !self.confirmed.contains(*t) && !self.given_up.contains_key(*t))
+            .cloned()
+            .collect();
+        self.enqueue_all(new, None, now, config);
+    }
+
+    // ----- live ------------------------------------------------------------
+
+    fn live_add(&mut self, target: &TargetKey, config: &Config) {
+        let budget = self.budget(config);
+        let layer = target.layer();
+        let cap = layer.pack_capacity(budget.max_values_per_filter);
+        let max_filters = budget.max_filters_per_req as usize;
+        for g in &mut self.live {
+            if let Some((_, set)) = g.packs.iter_mut().find(|(l, s)| *l == layer && s.len() < cap) {
+                set.insert(target.clone());
+                g.dirty = true;
+                return;
+            }
+        }
+        let need = layer.filter_kinds().len();
+        for g in &mut self.live {
+            if g.filter_count() + need <= max_filters {
+                g.packs.push((layer, BTreeSet::from([target.clone()])));
+                g.dirty = true;
+                return;
+            }
+        }
+        self.next_sub += 1;
+        self.live.push(LiveGroup {
+            sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
+            packs: vec![(layer, BTreeSet::from([target.clone()]))],
+            filters: Vec::new(),
+            open: false,
+            dirty: true,
+            refused: false,
+            retry_at: Time::ZERO,
+            attempts: 0,
+        });
+    }
+
+    fn live_remove(&mut self, target: &TargetKey) {
+        for g in &mut self.live {
+            let before = g.packs.len();
+            let mut hit = false;
+            for (_, set) in &mut g.packs {
+                hit |= set.remove(target);
+            }
+            g.packs.retain(|(_, s)| !s.is_empty());
+            if hit || g.packs.len() != before {
+                g.dirty = true;
+            }
+        }
+    }
+
+    fn live_filters(g: &LiveGroup, now: Time) -> Vec<Filter> {
+        let since = now.timestamp();
+        let mut out = Vec::new();
+        for (layer, set) in &g.packs {
+            for kind in layer.filter_kinds() {
+                out.push(build_filter(*kind, set.iter()).since(since).limit(0));
+            }
+        }
+        out
+    }
+
+    // ----- lifecycle -------------------------------------------------------
+
+    /// Starts a connection attempt when one is due.
+    pub(crate) fn maybe_connect(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let Conn::Disconnected { retry_at } = self.conn else {
+            return;
+        };
+        if retry_at > now || !self.wants_connection() {
+            return;
+        }
+        if !self.info_requested {
+            self.info_requested = true;
+            ctx.out.push_back(Command::FetchRelayInfo {
+                relay: self.url.clone(),
+            });
+        }
+        self.stats.connects += 1;
+        self.conn = Conn::Connecting { since: now };
+        ctx.out.push_back(Command::Connect {
+            relay: self.url.clone(),
+        });
+    }
+
+    pub(crate) fn on_connected(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if self.is_connected() {
+            return;
+        }
+        let t = &ctx.config.timing;
+        let quick = self
+            .disconnected_at
+            .is_some_and(|d| now.since(d) < t.quick_reconnect_window)
+            && !self.confirmed.is_empty();
+        self.conn = Conn::Connected { since: now };
+        self.backoff.dead = false;
+        self.unanswered.clear();
+        self.auth = Auth {
+            challenge: self.auth.challenge.take(),
+            ..Auth::default()
+        };
+        self.cooldown_until = None;
+        self.queue.clear();
+        self.active.clear();
+        self.pending.clear();
+        if quick {
+            // Catch up on the gap: since the last moment we know we were
+            // connected, minus a safety margin (a Unix timestamp, not a duration).
+            let last = self.last_connected.or(self.disconnected_at).unwrap_or(now);
+            let since = last.minus(t.catch_up_margin).as_secs();
+            let confirmed: Vec<TargetKey> = self
+                .confirmed
+                .iter()
+                .filter(|c| self.targets.contains(*c))
+                .cloned()
+                .collect();
+            self.enqueue_all(confirmed, Some(since), now, ctx.config);
+        } else {
+            self.confirmed.clear();
+        }
+        self.plan_new_work(now, ctx.config);
+        for g in &mut self.live {
+            g.open = false;
+            g.dirty = true;
+            g.retry_at = now;
+        }
+        self.last_connected = Some(now);
+        if self.next_resync.is_none_or(|r| r <= now) {
+            self.next_resync = Some(now.plus(self.rng.between(t.resync_min, t.resync_max)));
+        }
+        self.pump(now, ctx);
+    }
+
+    fn lose_connection(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let t = &ctx.config.timing;
+        if let Conn::Connected { since } = self.conn {
+            if now.since(since) >= t.stable_after {
+                self.backoff.failures = 0;
+                self.backoff.failing_since = None;
+            }
+            self.last_connected = Some(now);
+            self.disconnected_at = Some(now);
+        }
+        self.stats.failures += 1;
+        self.backoff.failures = self.backoff.failures.saturating_add(1);
+        let failing_since = *self.backoff.failing_since.get_or_insert(now);
+        let delay = if now.since(failing_since) >= t.dead_after {
+            self.backoff.dead = true;
+            self.rng.jitter(t.dead_retry, 0.05)
+        } else {
+            let exp = self.backoff.failures.saturating_sub(1).min(30);
+            let base = t
+                .backoff_initial
+                .saturating_mul(1u32 << exp.min(20))
+                .min(t.backoff_max);
+            self.rng.jitter(base, t.backoff_jitter).min(t.backoff_max)
+        };
+        self.conn = Conn::Disconnected {
+            retry_at: now.plus(delay.max(Duration::from_millis(1))),
+        };
+        self.queue.clear();
+        self.active.clear();
+        self.pending.clear();
+        self.unanswered.clear();
+        self.cooldown_until = None;
+        self.auth = Auth::default();
+        for g in &mut self.live {
+            g.open = false;
+            g.dirty = true;
+        }
+    }
+
+    pub(crate) fn on_connect_failed(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if matches!(self.conn, Conn::Connected { .. }) {
+            return; // stale report
+        }
+        self.lose_connection(now, ctx);
+    }
+
+    pub(crate) fn on_disconnected(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if self.is_disconnected() {
+            return;
+        }
+        self.lose_connection(now, ctx);
+    }
+
+    /// Forgets the connection from our side (the engine decided to close it).
+    pub(crate) fn close(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if !self.is_disconnected() {
+            ctx.out.push_back(Command::Disconnect {
+                relay: self.url.clone(),
+            });
+            if let Conn::Connected { .. } = self.conn {
+                self.last_connected = Some(now);
+                self.disconnected_at = Some(now);
+            }
+            self.conn = Conn::Disconnected { retry_at: now };
+            self.queue.clear();
+            self.active.clear();
+            self.pending.clear();
+            self.unanswered.clear();
+            for g in &mut self.live {
+                g.open = false;
+                g.dirty = true;
+            }
+        }
+    }
+
+    pub(crate) fn on_info(&mut self, info: RelayInfo, now: Time, ctx: &mut Ctx<'_>) {
+        self.info = Some(info);
+        self.pump(now, ctx);
+    }
+
+    // ----- timers ----------------------------------------------------------
+
+    pub(crate) fn on_timer(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let t = ctx.config.timing.clone();
+        match self.conn {
+            Conn::Disconnected { .. } => self.maybe_connect(now, ctx),
+            Conn::Connecting { since } => {
+                if now.since(since) >= t.connect_timeout {
+                    ctx.out.push_back(Command::Disconnect {
+                        relay: self.url.clone(),
+                    });
+                    self.lose_connection(now, ctx);
+                }
+            }
+            Conn::Connected { .. } => {
+                self.last_connected = Some(now);
+                if self.cooldown_until.is_some_and(|c| c <= now) {
+                    self.cooldown_until = None;
+                }
+                if self
+                    .auth
+                    .pending_since
+                    .is_some_and(|p| now.since(p) >= AUTH_TIMEOUT)
+                {
+                    self.auth_failed(now);
+                }
+                let timed_out: Vec<SubscriptionId> = self
+                    .active
+                    .iter()
+                    .filter(|(_, r)| now.since(r.last_activity) >= t.historic_timeout)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                for sub in timed_out {
+                    self.stats.timeouts += 1;
+                    ctx.out.push_back(Command::Unsubscribe {
+                        relay: self.url.clone(),
+                        subscription: sub.clone(),
+                    });
+                    self.retry_later(&sub, now, &t);
+                }
+                if self.next_resync.is_some_and(|r| r <= now) {
+                    self.daily_pass(now, ctx);
+                }
+                self.pump(now, ctx);
+            }
+        }
+    }
+
+    /// Re-queues a historic REQ's packs with backoff, or gives them up.
+    fn retry_later(&mut self, sub: &SubscriptionId, now: Time, t: &crate::config::Timing) {
+        self.unanswered.retain(|s| s != sub);
+        let Some(req) = self.active.remove(sub) else {
+            return;
+        };
+        for mut p in req.packs {
+            p.attempts += 1;
+            if p.attempts >= t.historic_max_attempts {
+                self.give_up(p, GiveUpReason::Unresponsive);
+                continue;
+            }
+            let exp = (p.attempts - 1).min(10);
+            let delay = t.backoff_initial.saturating_mul(1 << exp).min(t.backoff_max);
+            p.ready_at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
+            self.queue.push_back(p);
+        }
+    }
+
+    fn give_up(&mut self, p: Pack, reason: GiveUpReason) {
+        for t in p.targets {
+            self.pending.remove(&t);
+            if !self.confirmed.contains(&t) {
+                self.given_up.insert(t, reason);
+            }
+        }
+    }
+
+    fn requeue(&mut self, sub: &SubscriptionId, ready_at: Time) {
+        self.unanswered.retain(|s| s != sub);
+        if let Some(req) = self.active.remove(sub) {
+            for mut p in req.packs {
+                p.ready_at = ready_at;
+                self.queue.push_front(p);
+            }
+        }
+    }
+
+    /// The daily re-sync: forgive refusals and run a full historic pass over
+    /// every target. Confirmed state is kept until the pass replaces it.
+    fn daily_pass(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let t = &ctx.config.timing;
+        self.next_resync = Some(now.plus(self.rng.between(t.resync_min, t.resync_max)));
+        self.given_up.clear();
+        self.learned_max_subs = None;
+        self.auth.needed = false;
+        self.cooldown_strikes = 0;
+        for g in &mut self.live {
+            if g.refused {
+                g.refused = false;
+                g.dirty = true;
+                g.attempts = 0;
+                g.retry_at = now;
+            }
+        }
+        // Confirmed entries for targets we no longer carry are dropped here.
+        let targets = &self.targets;
+        self.confirmed.retain(|c| targets.contains(c));
+        let all: Vec<TargetKey> = self
+            .targets
+            .iter()
+            .filter(|t| !self.pending.contains(*t))
+            .cloned()
+            .collect();
+        self.enqueue_all(all, None, now, ctx.config);
+        ctx.out.push_back(Command::FetchRelayInfo {
+            relay: self.url.clone(),
+        });
+    }
+
+    // ----- sending ---------------------------------------------------------
+
+    /// Sends whatever the budget allows: live updates first, then historic pages.
+    pub(crate) fn pump(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if !self.is_connected() || self.cooldown_until.is_some_and(|c| c > now) {
+            return;
+        }
+        let budget = self.budget(ctx.config);
+        let max = budget.max_subscriptions as usize;
+        let historic_waiting = !self.queue.is_empty() || !self.active.is_empty();
+        // With a single slot, live waits until history is done.
+        let live_cap = if max >= 2 {
+            max - 1
+        } else if historic_waiting {
+            0
+        } else {
+            1
+        };
+        self.flush_live(now, live_cap, ctx);
+        if self.auth_blocks() {
+            return;
+        }
+        loop {
+            if self.open_subscriptions() >= max {
+                break;
+            }
+            if !self.send_next_req(now, &budget, ctx) {
+                break;
+            }
+        }
+    }
+
+    fn flush_live(&mut self, now: Time, live_cap: usize, ctx: &mut Ctx<'_>) {
+        let mut open = self.live.iter().filter(|g| g.open).count();
+        // Close open groups beyond the cap, and groups that became empty.
+        for g in self.live.iter_mut().rev() {
+            if g.open && (open > live_cap || g.packs.is_empty()) {
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: g.sub.clone(),
+                });
+                g.open = false;
+                g.dirty = !g.packs.is_empty();
+                open -= 1;
+            }
+        }
+        self.live.retain(|g| g.open || !g.packs.is_empty());
+        for g in &mut self.live {
+            if !g.dirty || g.refused || g.retry_at > now || g.packs.is_empty() {
+                continue;
+            }
+            if !g.open && open >= live_cap {
+                continue;
+            }
+            let filters = Self::live_filters(g, now);
+            if !g.open {
+                open += 1;
+            }
+            g.open = true;
+            g.dirty = false;
+            g.filters = filters.clone();
+            self.unanswered.retain(|s| *s != g.sub);
+            ctx.out.push_back(Command::Subscribe {
+                relay: self.url.clone(),
+                subscription: g.sub.clone(),
+                filters,
+                mode: SubscriptionMode::Live,
+            });
+        }
+    }
+
+    /// Forms one historic REQ from ready packs. Returns false when nothing is ready.
+    fn send_next_req(&mut self, now: Time, budget: &Budget, ctx: &mut Ctx<'_>) -> bool {
+        let Some(first) = self.queue.iter().position(|p| p.ready_at <= now) else {
+            return false;
+        };
+        let max_filters = budget.max_filters_per_req as usize;
+        let Some(mut head) = self.queue.remove(first) else {
+            return false;
+        };
+        // Coalesce fresh packs of the same shape into the head (values per filter).
+        if head.is_fresh() && !head.split {
+            let cap = head.layer.pack_capacity(budget.max_values_per_filter);
+            let mut i = 0;
+            while i < self.queue.len() && head.targets.len() < cap {
+                let p = &self.queue[i];
+                if p.ready_at <= now
+                    && p.layer == head.layer
+                    && p.since == head.since
+                    && p.is_fresh()
+                    && !p.split
+                    && head.targets.len() + p.targets.len() <= cap
+                {
+                    if let Some(p) = self.queue.remove(i) {
+                        head.targets.extend(p.targets);
+                        head.attempts = head.attempts.max(p.attempts);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let mut packs = vec![head];
+        let mut filters = packs[0].open_filters();
+        let mut i = 0;
+        while i < self.queue.len() && filters < max_filters {
+            let p = &self.queue[i];
+            if p.ready_at <= now && filters + p.open_filters() <= max_filters {
+                filters += p.open_filters();
+                if let Some(p) = self.queue.remove(i) {
+                    packs.push(p);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.next_sub += 1;
+        let sub = SubscriptionId::new(format!("hist-{}", self.next_sub));
+        let mut req = HistoricReq {
+            packs,
+            sent: Vec::new(),
+            filters: Vec::new(),
+            last_activity: now,
+        };
+        Self::fill_page(&mut req, budget);
+        self.send_req(sub, req, now, ctx);
+        true
+    }
+
+    /// Builds the next page's filters for every unfinished filter of the REQ.
+    fn fill_page(req: &mut HistoricReq, budget: &Budget) {
+        req.sent.clear();
+        req.filters.clear();
+        for (pi, p) in req.packs.iter_mut().enumerate() {
+            if p.targets.is_empty() {
+                continue;
+            }
+            for (fi, (kind, paging)) in p.filters.iter_mut().enumerate() {
+                if paging.is_done() {
+                    continue;
+                }
+                paging.start_page();
+                let base = build_filter(*kind, p.targets.iter());
+                req.filters.push(paging.apply(base, budget.page_limit));
+                req.sent.push((pi, fi));
+            }
+        }
+    }
+
+    fn send_req(&mut self, sub: SubscriptionId, mut req: HistoricReq, now: Time, ctx: &mut Ctx<'_>) {
+        req.last_activity = now;
+        self.stats.reqs_sent += 1;
+        self.unanswered.retain(|s| *s != sub);
+        self.unanswered.push(sub.clone());
+        ctx.out.push_back(Command::Subscribe {
+            relay: self.url.clone(),
+            subscription: sub.clone(),
+            filters: req.filters.clone(),
+            mode: SubscriptionMode::Historic,
+        });
+        self.active.insert(sub, req);
+    }
+
+    // ----- what the relay says ----------------------------------------------
+
+    pub(crate) fn on_event(&mut self, sub: &SubscriptionId, event: &Event, now: Time) -> EventCheck {
+        let check = self.check_event(sub, event);
+        match check {
+            EventCheck::Unrequested => self.stats.events_unrequested += 1,
+            EventCheck::Unmatched => self.stats.events_unmatched += 1,
+            EventCheck::Accepted(mode) => {
+                self.stats.events_received += 1;
+                self.unanswered.retain(|s| s != sub);
+                if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
+                    *c = Some(c.map_or(event.created_at.as_secs(), |c| c.max(event.created_at.as_secs())));
+                }
+                if mode == SubscriptionMode::Historic {
+                    if let Some(req) = self.active.get_mut(sub) {
+                        req.last_activity = now;
+                        for (i, f) in req.filters.iter().enumerate() {
+                            if !f.match_event(event, MATCH) {
+                                continue;
+                            }
+                            if let Some((pi, fi)) = req.sent.get(i).copied() {
+                                if let Some((_, paging)) =
+                                    req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi))
+                                {
+                                    paging.observe(event.id, event.created_at.as_secs());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        check
+    }
+
+    pub(crate) fn on_eose(&mut self, sub: &SubscriptionId, now: Time, ctx: &mut Ctx<'_>) {
+        self.unanswered.retain(|s| s != sub);
+        self.stats.last_eose = Some(now);
+        let Some(mut req) = self.active.remove(sub) else {
+            return; // live EOSE, or stale: noted and ignored
+        };
+        self.cooldown_strikes = 0;
+        let budget = self.budget(ctx.config);
+        for (pi, fi) in req.sent.clone() {
+            if let Some((_, paging)) = req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi)) {
+                paging.end_page(budget.page_limit, budget.max_page_limit);
+            }
+        }
+        let mut remaining = Vec::new();
+        for p in req.packs {
+            if p.targets.is_empty() {
+                continue;
+            }
+            if p.is_done() {
+                for t in p.targets {
+                    if self.pending.remove(&t) && self.targets.contains(&t) {
+                        self.confirmed.insert(t.clone());
+                        self.given_up.remove(&t);
+                    }
+                }
+            } else {
+                remaining.push(p);
+            }
+        }
+        if remaining.is_empty() {
+            ctx.out.push_back(Command::Unsubscribe {
+                relay: self.url.clone(),
+                subscription: sub.clone(),
+            });
+        } else {
+            // Next page on the same subscription id: the REQ replaces the old one.
+            req.packs = remaining;
+            Self::fill_page(&mut req, &budget);
+            self.send_req(sub.clone(), req, now, ctx);
+        }
+        self.pump(now, ctx);
+    }
+
+    pub(crate) fn on_closed(&mut self, sub: &SubscriptionId, message: &str, now: Time, ctx: &mut Ctx<'_>) {
+        let prefix = message.split_once(':').map(|(p, _)| p.trim().to_ascii_lowercase());
+        let reason = match prefix.as_deref() {
+            Some(p @ ("rate-limited" | "auth-required" | "restricted" | "blocked" | "error" | "invalid" | "unsupported")) => p.to_owned(),
+            _ => "other".to_owned(),
+        };
+        self.refuse(sub, &reason, now, ctx);
+    }
+
+    fn refuse(&mut self, sub: &SubscriptionId, reason: &str, now: Time, ctx: &mut Ctx<'_>) {
+        *self.stats.refusals.entry(reason.to_owned()).or_insert(0) += 1;
+        self.unanswered.retain(|s| s != sub);
+        let t = ctx.config.timing.clone();
+        let is_live = self.live.iter().any(|g| g.sub == *sub && g.open);
+        if !is_live && !self.active.contains_key(sub) {
+            if reason == "rate-limited" {
+                self.cool_down(now, &t);
+            }
+            return; // a subscription we no longer hold
+        }
+        match reason {
+            "rate-limited" => {
+                let open = self.open_subscriptions() as u32;
+                let learned = open.saturating_sub(1).max(1);
+                self.learned_max_subs = Some(self.learned_max_subs.map_or(learned, |l| l.min(learned)));
+                self.cool_down(now, &t);
+                let until = self.cooldown_until.unwrap_or(now);
+                self.requeue(sub, until);
+                self.live_retry(sub, until, false);
+            }
+            "auth-required" if ctx.config.auth_enabled => {
+                self.auth.needed = true;
+                self.requeue(sub, now);
+                self.live_retry(sub, now, false);
+                self.try_authenticate(now, ctx);
+            }
+            "auth-required" => {
+                self.give_up_sub(sub, GiveUpReason::AuthRequired);
+            }
+            "restricted" | "blocked" => {
+                self.give_up_sub(sub, GiveUpReason::Refused);
+            }
+            "error" | "invalid" | "unsupported" => {
+                if let Some(req) = self.active.remove(sub) {
+                    let packs = req.packs;
+                    let many = packs.len() > 1;
+                    for p in packs {
+                        if p.split {
+                            self.give_up(p, GiveUpReason::Rejected);
+                        } else if many || p.targets.len() < 2 {
+                            // Splitting the REQ into its packs is the split.
+                            let mut p = p;
+                            p.split = true;
+                            p.ready_at = now;
+                            self.queue.push_front(p);
+                        } else {
+                            let mut a = p.clone();
+                            let mut b = p;
+                            let half = a.targets.len() / 2;
+                            let rest: BTreeSet<TargetKey> = a.targets.iter().skip(half).cloned().collect();
+                            a.targets.retain(|t| !rest.contains(t));
+                            b.targets = rest;
+                            for x in [&mut a, &mut b] {
+                                x.split = true;
+                                x.ready_at = now;
+                                x.restart();
+                            }
+                            self.queue.push_front(b);
+                            self.queue.push_front(a);
+                        }
+                    }
+                } else {
+                    self.give_up_sub(sub, GiveUpReason::Rejected);
+                }
+            }
+            _ => {
+                if self.active.contains_key(sub) {
+                    self.retry_later(sub, now, &t);
+                } else {
+                    let attempts = self.live.iter().find(|g| g.sub == *sub).map_or(0, |g| g.attempts);
+                    let delay = t
+                        .backoff_initial
+                        .saturating_mul(1 << attempts.min(10))
+                        .min(t.backoff_max);
+                    let at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
+                    self.live_retry(sub, at, true);
+                }
+            }
+        }
+        self.pump(now, ctx);
+    }
+
+    fn live_retry(&mut self, sub: &SubscriptionId, at: Time, count: bool) {
+        if let Some(g) = self.live.iter_mut().find(|g| g.sub == *sub) {
+            g.open = false;
+            g.dirty = true;
+            g.retry_at = at;
+            if count {
+                g.attempts += 1;
+            }
+        }
+    }
+
+    fn give_up_sub(&mut self, sub: &SubscriptionId, reason: GiveUpReason) {
+        if let Some(req) = self.active.remove(sub) {
+            for p in req.packs {
+                self.give_up(p, reason);
+            }
+        }
+        if let Some(g) = self.live.iter_mut().find(|g| g.sub == *sub) {
+            g.open = false;
+            g.refused = true;
+            g.dirty = true;
+        }
+    }
+
+    fn cool_down(&mut self, now: Time, t: &crate::config::Timing) {
+        let d = t
+            .rate_limit_cooldown
+            .saturating_mul(1 << self.cooldown_strikes.min(10))
+            .min(t.rate_limit_cooldown_max);
+        self.cooldown_strikes = self.cooldown_strikes.saturating_add(1);
+        let until = now.plus(d);
+        self.cooldown_until = Some(self.cooldown_until.map_or(until, |c| c.max(until)));
+    }
+
+    pub(crate) fn on_notice(&mut self, message: &str, now: Time, ctx: &mut Ctx<'_>) {
+        self.stats.notices += 1;
+        let m = message.to_ascii_lowercase();
+        let refusal = ["too many", "rate limit", "rate-limit", "ratelimit", "slow down", "maximum concurrent", "max subscriptions", "subscription limit"]
+            .iter()
+            .any(|p| m.contains(p));
+        if !refusal {
+            return;
+        }
+        match self.unanswered.last().cloned() {
+            Some(sub) => self.refuse(&sub, "rate-limited", now, ctx),
+            None => {
+                *self.stats.refusals.entry("rate-limited".to_owned()).or_insert(0) += 1;
+                let t = ctx.config.timing.clone();
+                self.cool_down(now, &t);
+            }
+        }
+    }
+
+    pub(crate) fn on_auth_challenge(&mut self, challenge: &str, now: Time, ctx: &mut Ctx<'_>) {
+        self.auth.challenge = Some(challenge.to_owned());
+        self.auth.authenticated = false;
+        self.try_authenticate(now, ctx);
+    }
+
+    fn try_authenticate(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if !ctx.config.auth_enabled || self.auth.pending_since.is_some() || !self.is_connected() {
+            return;
+        }
+        if let Some(challenge) = self.auth.challenge.clone() {
+            self.auth.pending_since = Some(now);
+            ctx.out.push_back(Command::Authenticate {
+                relay: self.url.clone(),
+                challenge,
+            });
+        }
+    }
+
+    pub(crate) fn on_auth_result(&mut self, accepted: bool, now: Time, ctx: &mut Ctx<'_>) {
+        self.auth.pending_since = None;
+        if accepted {
+            self.auth.authenticated = true;
+            self.pump(now, ctx);
+        } else {
+            self.auth_failed(now);
+        }
+    }
+
+    fn auth_failed(&mut self, _now: Time) {
+        self.auth.pending_since = None;
+        if !self.auth.needed {
+            return;
+        }
+        // Everything waiting for AUTH is given up until the daily pass.
+        self.auth.needed = false;
+        *self.stats.refusals.entry("auth-failed".to_owned()).or_insert(0) += 1;
+        let queued: Vec<Pack> = self.queue.drain(..).collect();
+        for p in queued {
+            self.give_up(p, GiveUpReason::AuthRequired);
+        }
+        for g in &mut self.live {
+            if !g.open {
+                g.refused = true;
+            }
+        }
+    }
+
+    pub(crate) fn on_store(&mut self, outcome: StoreOutcome) {
+        match outcome {
+            StoreOutcome::Stored => self.stats.events_stored += 1,
+            StoreOutcome::Duplicate => self.stats.events_duplicate += 1,
+            StoreOutcome::Rejected => self.stats.events_rejected += 1,
+        }
+    }
+
+    pub(crate) fn on_invalid(&mut self) {
+        self.stats.events_invalid += 1;
+    }
+
+    /// Restores saved state (snapshot load): the relay starts disconnected,
+    /// due now, with the saved time as its last connection.
+    pub(crate) fn restore(&mut self, saved: crate::snapshot::SavedRelay, now: Time) {
+        self.confirmed = saved.confirmed.into_iter().collect();
+        self.last_connected = saved.last_connected;
+        self.disconnected_at = saved.last_connected;
+        self.last_event_at = saved.last_event_at;
+        self.learned_max_subs = saved.learned_max_subs;
+        self.info = saved.info;
+        self.backoff = saved.backoff;
+        self.next_resync = saved.next_resync;
+        self.cooldown_strikes = saved.cooldown_strikes;
+        self.rng = saved.rng;
+        let retry_at = if self.backoff.dead {
+            saved.retry_at.unwrap_or(now)
+        } else {
+            now
+        };
+        self.conn = Conn::Disconnected { retry_at };
+    }
+}
+
+/// How long an AUTH may go unanswered.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn event_layer(event: &Event) -> Layer {
+    match event.kind.as_u16() {
+        crate::types::KIND_REPO_ANNOUNCEMENT => Layer::Discovery,
+        k if crate::types::is_root_kind(k) || k == crate::types::KIND_REPO_STATE => Layer::Repo,
+        _ => Layer::Root,
+    }
+}

@@ -1,0 +1,209 @@
+//! Small value types shared by every module: engine time, repo coordinates
+//! and the target keys the planner works with.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr::event::EventId;
+use nostr::key::PublicKey;
+use serde::{Deserialize, Serialize};
+
+/// Wall-clock time in milliseconds since the Unix epoch, as given by the host.
+///
+/// The engine never reads a clock: every input carries one of these. Wall time
+/// (not a monotonic instant) is needed because `since` filters are Unix
+/// timestamps. A host whose clock steps backwards is tolerated: all arithmetic
+/// saturates and deadlines simply fire late.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Time(u64);
+
+impl Time {
+    /// The Unix epoch.
+    pub const ZERO: Time = Time(0);
+    /// A time later than any real deadline.
+    pub const NEVER: Time = Time(u64::MAX);
+
+    /// From milliseconds since the Unix epoch.
+    pub const fn from_millis(ms: u64) -> Self {
+        Time(ms)
+    }
+
+    /// From whole seconds since the Unix epoch.
+    pub const fn from_secs(secs: u64) -> Self {
+        Time(secs.saturating_mul(1000))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Whole seconds since the Unix epoch (rounded down).
+    pub const fn as_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// This time as a nostr timestamp (seconds).
+    pub fn timestamp(self) -> nostr::types::Timestamp {
+        nostr::types::Timestamp::from_secs(self.as_secs())
+    }
+
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Duration) -> Self {
+        Time(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+    }
+
+    /// `self - d`, saturating at the epoch.
+    pub fn minus(self, d: Duration) -> Self {
+        Time(self.0.saturating_sub(d.as_millis().min(u64::MAX as u128) as u64))
+    }
+
+    /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// Kind number of a NIP-34 repository announcement.
+pub const KIND_REPO_ANNOUNCEMENT: u16 = 30617;
+/// Kind number of a NIP-34 repository state event.
+pub const KIND_REPO_STATE: u16 = 30618;
+/// Kind number of a NIP-34 patch.
+pub const KIND_PATCH: u16 = 1617;
+/// Kind number of a NIP-34 pull request.
+pub const KIND_PULL_REQUEST: u16 = 1618;
+/// Kind number of a NIP-34 issue.
+pub const KIND_ISSUE: u16 = 1621;
+/// Kind number of a NIP-09 deletion request.
+pub const KIND_DELETION: u16 = 5;
+
+/// True for the kinds that are root events (patch, pull request, issue).
+pub fn is_root_kind(kind: u16) -> bool {
+    matches!(kind, KIND_PATCH | KIND_PULL_REQUEST | KIND_ISSUE)
+}
+
+/// The coordinate of a repository announcement: `30617:<author-hex>:<d>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RepoCoord {
+    /// Author of the announcement.
+    pub author: PublicKey,
+    /// The `d` identifier.
+    pub identifier: String,
+}
+
+impl RepoCoord {
+    /// A coordinate from its parts.
+    pub fn new(author: PublicKey, identifier: impl Into<String>) -> Self {
+        RepoCoord {
+            author,
+            identifier: identifier.into(),
+        }
+    }
+}
+
+impl fmt::Display for RepoCoord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            KIND_REPO_ANNOUNCEMENT,
+            self.author.to_hex(),
+            self.identifier
+        )
+    }
+}
+
+/// Parses a 64-digit hex event id (nostr's own parser accepts longer input).
+pub fn parse_event_id(s: &str) -> Option<EventId> {
+    if s.len() != 64 {
+        return None;
+    }
+    EventId::from_hex(s).ok()
+}
+
+/// Why a string is not a repo coordinate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordError {
+    /// Not of the form `30617:<hex>:<d>`.
+    #[error("not a 30617 coordinate: {0:?}")]
+    Shape(String),
+    /// The author part is not a valid public key.
+    #[error("bad author key in coordinate: {0:?}")]
+    Author(String),
+}
+
+impl FromStr for RepoCoord {
+    type Err = CoordError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(kind), Some(author), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(CoordError::Shape(s.to_owned()));
+        };
+        if kind != "30617" {
+            return Err(CoordError::Shape(s.to_owned()));
+        }
+        // `from_hex` takes the first 32 bytes of longer input: insist on 64 digits.
+        if author.len() != 64 {
+            return Err(CoordError::Author(author.to_owned()));
+        }
+        let author =
+            PublicKey::from_hex(author).map_err(|_| CoordError::Author(author.to_owned()))?;
+        Ok(RepoCoord::new(author, d))
+    }
+}
+
+/// One thing we keep in sync on a relay. Together with the relay it forms a
+/// *target* (spec section 1).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TargetKey {
+    /// Layer 1: announcements on this relay (`{"kinds":[30617]}`).
+    Discovery,
+    /// Layer 2: a tracked repository (shared, so a key costs one pointer).
+    Repo(Arc<RepoCoord>),
+    /// Layer 3: a root event (patch, pull request or issue) of a tracked repo.
+    Root(EventId),
+}
+
+impl TargetKey {
+    /// The layer this target belongs to.
+    pub fn layer(&self) -> Layer {
+        match self {
+            TargetKey::Discovery => Layer::Discovery,
+            TargetKey::Repo(_) => Layer::Repo,
+            TargetKey::Root(_) => Layer::Root,
+        }
+    }
+}
+
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetKey::Discovery => f.write_str("discovery"),
+            TargetKey::Repo(c) => write!(f, "repo {c}"),
+            TargetKey::Root(id) => write!(f, "root {}", id.to_hex()),
+        }
+    }
+}
+
+/// The three layers of spec section 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Layer {
+    /// L1: per relay.
+    Discovery,
+    /// L2: per repo.
+    Repo,
+    /// L3: per root event.
+    Root,
+}
