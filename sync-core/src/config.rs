@@ -85,6 +85,9 @@ pub struct Timing {
     pub historic_timeout: Duration,
     /// Timeouts (or unexplained refusals) before a batch is given up until the daily pass.
     pub historic_max_attempts: u32,
+    /// New work found while connected waits this long, so that targets found
+    /// together share one REQ and one live update.
+    pub batch_delay: Duration,
     /// First cool-down after `rate-limited:`.
     pub rate_limit_cooldown: Duration,
     /// Cool-down cap.
@@ -108,6 +111,7 @@ impl Default for Timing {
             empty_grace: Duration::from_secs(60),
             historic_timeout: Duration::from_secs(60),
             historic_max_attempts: 6,
+            batch_delay: Duration::from_secs(1),
             rate_limit_cooldown: Duration::from_secs(65),
             rate_limit_cooldown_max: Duration::from_secs(30 * 60),
         }

@@ -246,6 +246,9 @@ pub struct Relay {
     pub(crate) cooldown_until: Option<Time>,
     pub(crate) cooldown_strikes: u32,
     auth: Auth,
+    /// Live subscriptions recently replaced by an update: their late events
+    /// are still ours, their late CLOSED is stale.
+    retired: VecDeque<(SubscriptionId, Vec<Filter>, Time)>,
     /// REQs sent and not yet answered, most recent last (for NOTICE attribution).
     unanswered: Vec<SubscriptionId>,
     next_sub: u64,
@@ -307,6 +310,7 @@ impl Relay {
             cooldown_until: None,
             cooldown_strikes: 0,
             auth: Auth::default(),
+            retired: VecDeque::new(),
             unanswered: Vec::new(),
             next_sub: 0,
             last_event_at: [None; 3],
@@ -385,12 +389,17 @@ impl Relay {
             }
             return EventCheck::Unmatched;
         }
-        match self.live.iter().find(|g| g.open && g.sub == *sub) {
-            Some(g) if g.filters.iter().any(|f| f.match_event(event, MATCH)) => {
-                EventCheck::Accepted(SubscriptionMode::Live)
-            }
-            Some(_) => EventCheck::Unmatched,
-            None => EventCheck::Unrequested,
+        let filters = match self.live.iter().find(|g| g.open && g.sub == *sub) {
+            Some(g) => &g.filters,
+            None => match self.retired.iter().find(|(s, _, _)| s == sub) {
+                Some((_, f, _)) => f,
+                None => return EventCheck::Unrequested,
+            },
+        };
+        if filters.iter().any(|f| f.match_event(event, MATCH)) {
+            EventCheck::Accepted(SubscriptionMode::Live)
+        } else {
+            EventCheck::Unmatched
         }
     }
 
@@ -460,7 +469,7 @@ impl Relay {
             return;
         }
         self.empty_since = None;
-        self.live_add(&target, ctx.config);
+        self.live_add(&target, now, ctx.config);
         if self.is_connected()
             && !self.confirmed.contains(&target)
             && !self.pending.contains(&target)
@@ -515,7 +524,9 @@ impl Relay {
                 return;
             }
         }
-        let mut p = Pack::new(target.layer(), None, now);
+        // Wait a moment so that targets found together (the roots of one
+        // page) share one REQ, and so that the live update goes out first.
+        let mut p = Pack::new(target.layer(), None, now.plus(config.timing.batch_delay));
         p.targets.insert(target);
         self.queue.push_back(p);
     }
@@ -553,7 +564,9 @@ impl Relay {
 
     // ----- live ------------------------------------------------------------
 
-    fn live_add(&mut self, target: &TargetKey, config: &Config) {
+    fn live_add(&mut self, target: &TargetKey, now: Time, config: &Config) {
+        // Updates of an open live subscription are batched like new history.
+        let batch_at = now.plus(config.timing.batch_delay);
         let budget = self.budget(config);
         let layer = target.layer();
         let cap = layer.pack_capacity(budget.max_values_per_filter);
@@ -562,6 +575,9 @@ impl Relay {
             if let Some((_, set)) = g.packs.iter_mut().find(|(l, s)| *l == layer && s.len() < cap) {
                 set.insert(target.clone());
                 g.dirty = true;
+                if g.open {
+                    g.retry_at = g.retry_at.max(batch_at);
+                }
                 return;
             }
         }
@@ -570,6 +586,9 @@ impl Relay {
             if g.filter_count() + need <= max_filters {
                 g.packs.push((layer, BTreeSet::from([target.clone()])));
                 g.dirty = true;
+                if g.open {
+                    g.retry_at = g.retry_at.max(batch_at);
+                }
                 return;
             }
         }
@@ -794,6 +813,10 @@ impl Relay {
                     .filter(|(_, r)| now.since(r.last_activity) >= t.historic_timeout)
                     .map(|(s, _)| s.clone())
                     .collect();
+                if !timed_out.is_empty() {
+                    // Silence is a refusal style too: hold fewer at once.
+                    self.learn_lower_budget();
+                }
                 for sub in timed_out {
                     self.stats.timeouts += 1;
                     ctx.out.push_back(Command::Unsubscribe {
@@ -935,9 +958,24 @@ impl Relay {
                 continue;
             }
             let filters = Self::live_filters(g, now);
-            if !g.open {
+            if g.open {
+                // An update goes out under a fresh id, after closing the old
+                // one: a late CLOSED or EVENT for the old REQ can then never be
+                // mistaken for the new one (same-id replacement is ambiguous).
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: g.sub.clone(),
+                });
+                let old = std::mem::take(&mut g.filters);
+                self.retired.push_back((g.sub.clone(), old, now));
+                if self.retired.len() > MAX_RETIRED {
+                    self.retired.pop_front();
+                }
+            } else {
                 open += 1;
             }
+            self.next_sub += 1;
+            g.sub = SubscriptionId::new(format!("live-{}", self.next_sub));
             g.open = true;
             g.dirty = false;
             g.filters = filters.clone();
@@ -1107,13 +1145,21 @@ impl Relay {
                 remaining.push(p);
             }
         }
-        if remaining.is_empty() {
+        let cooling = self.cooldown_until.filter(|c| *c > now);
+        if remaining.is_empty() || cooling.is_some() {
             ctx.out.push_back(Command::Unsubscribe {
                 relay: self.url.clone(),
                 subscription: sub.clone(),
             });
+            // While cooling down, the rest of the pass waits (pagination kept).
+            for mut p in remaining {
+                p.ready_at = cooling.unwrap_or(now);
+                self.queue.push_front(p);
+            }
         } else {
-            // Next page on the same subscription id: the REQ replaces the old one.
+            // Next page on the same subscription id: the REQ replaces the old
+            // one, and pages are strictly sequential (sent after EOSE), so no
+            // late message of the previous page can be confused with this one.
             req.packs = remaining;
             Self::fill_page(&mut req, &budget);
             self.send_req(sub.clone(), req, now, ctx);
@@ -1143,9 +1189,7 @@ impl Relay {
         }
         match reason {
             "rate-limited" => {
-                let open = self.open_subscriptions() as u32;
-                let learned = open.saturating_sub(1).max(1);
-                self.learned_max_subs = Some(self.learned_max_subs.map_or(learned, |l| l.min(learned)));
+                self.learn_lower_budget();
                 self.cool_down(now, &t);
                 let until = self.cooldown_until.unwrap_or(now);
                 self.requeue(sub, until);
@@ -1213,6 +1257,14 @@ impl Relay {
         self.pump(now, ctx);
     }
 
+    /// Holds one subscription fewer than are open now. Two slots (one live,
+    /// one historic) is the floor: a relay that refuses even that is rate
+    /// limiting, not counting.
+    fn learn_lower_budget(&mut self) {
+        let learned = (self.open_subscriptions() as u32).saturating_sub(1).max(2);
+        self.learned_max_subs = Some(self.learned_max_subs.map_or(learned, |l| l.min(learned)));
+    }
+
     fn live_retry(&mut self, sub: &SubscriptionId, at: Time, count: bool) {
         if let Some(g) = self.live.iter_mut().find(|g| g.sub == *sub) {
             g.open = false;
@@ -1257,7 +1309,17 @@ impl Relay {
             return;
         }
         match self.unanswered.last().cloned() {
-            Some(sub) => self.refuse(&sub, "rate-limited", now, ctx),
+            Some(sub) => {
+                // A NOTICE names no subscription: whichever REQ the relay
+                // refused, closing the one we blame keeps both sides' counts
+                // equal (a wrongly blamed REQ is re-sent; a wrongly spared one
+                // times out).
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                });
+                self.refuse(&sub, "rate-limited", now, ctx)
+            }
             None => {
                 *self.stats.refusals.entry("rate-limited".to_owned()).or_insert(0) += 1;
                 let t = ctx.config.timing.clone();
@@ -1347,6 +1409,9 @@ impl Relay {
         self.conn = Conn::Disconnected { retry_at };
     }
 }
+
+/// Replaced live subscriptions remembered for late messages.
+const MAX_RETIRED: usize = 8;
 
 /// How long an AUTH may go unanswered.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);

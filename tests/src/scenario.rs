@@ -1,0 +1,211 @@
+//! Random but seeded worlds: announcements over a handful of fake relays,
+//! each repo with issues, patches, pull requests, comments, statuses and
+//! state; relay profiles with page caps, subscription limits and refusal
+//! styles; outages, live publishes and engine restarts.
+
+use std::time::Duration;
+
+use grasp_sync_core::{RelayUrl, Time};
+use nostr::event::Event;
+
+use crate::fixtures::{self, announcement, comment, coord, root, state, status, T0};
+use crate::sim::{Fault, FakeRelay, Profile, RefusalStyle, World};
+
+/// SplitMix64, for scenario generation only.
+#[derive(Clone, Debug)]
+pub struct Rand(u64);
+
+impl Rand {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Rand(seed ^ 0x5eed_5eed_5eed_5eed)
+    }
+
+    /// Next 64 bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    /// True with probability `p` percent.
+    pub fn chance(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+/// Knobs of a generated scenario.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Fake relays.
+    pub relays: usize,
+    /// Repos.
+    pub repos: usize,
+    /// Root events per repo, at most.
+    pub roots_per_repo: usize,
+    /// Extra events per root (comments, statuses), at most.
+    pub replies_per_root: usize,
+    /// Outages per relay, at most.
+    pub outages: usize,
+    /// Whether to restart the engine once mid-run.
+    pub restart: bool,
+    /// Whether relays may have hostile limits (small subscription caps, silence).
+    pub harsh: bool,
+    /// Live events published during the run.
+    pub live_events: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            relays: 4,
+            repos: 6,
+            roots_per_repo: 4,
+            replies_per_root: 3,
+            outages: 2,
+            restart: true,
+            harsh: true,
+            live_events: 10,
+        }
+    }
+}
+
+/// How long faults may happen; after this everything is healthy.
+pub const CHAOS: Duration = Duration::from_secs(4 * 3600);
+/// How long after the chaos the world must converge.
+pub const HEAL: Duration = Duration::from_secs(4 * 3600);
+
+/// The URL of fake relay `i`.
+pub fn relay_url(i: usize) -> RelayUrl {
+    fixtures::url(&format!("wss://relay{i}.example"))
+}
+
+/// Builds a world from a seed.
+pub fn generate(seed: u64, p: &Params) -> World {
+    let mut rng = Rand::new(seed);
+    let start = Time::from_secs(T0);
+    let mut world = World::new(fixtures::config(), start);
+    for i in 0..p.relays {
+        let mut profile = Profile {
+            page_cap: match rng.below(4) {
+                0 => Some(100),
+                1 => Some(50),
+                _ => None,
+            },
+            latency: Duration::from_millis(5 + rng.below(200)),
+            ..Profile::default()
+        };
+        if p.harsh {
+            profile.max_subs = [3, 5, 10, 32][rng.below(4) as usize];
+            profile.publish_limits = rng.chance(50);
+            profile.refusal = match rng.below(4) {
+                0 => RefusalStyle::Closed,
+                1 => RefusalStyle::Notice,
+                2 => RefusalStyle::Silence,
+                _ if profile.max_subs >= 10 => RefusalStyle::Evict,
+                _ => RefusalStyle::Closed,
+            };
+            profile.rate_limit_first = if rng.chance(25) { 2 } else { 0 };
+            profile.nip11 = rng.chance(70);
+        }
+        world.add_relay(FakeRelay::new(relay_url(i), profile));
+    }
+    let created = |rng: &mut Rand| T0 - 1 - rng.below(30 * 24 * 3600);
+    let mut live: Vec<(RelayUrl, Event)> = Vec::new();
+    for r in 0..p.repos {
+        let author = 1 + r as u32;
+        let d = format!("repo-{r}");
+        let n_listed = 1 + rng.below(p.relays.min(3) as u64) as usize;
+        let mut listed: Vec<usize> = Vec::new();
+        while listed.len() < n_listed {
+            let i = rng.below(p.relays as u64) as usize;
+            if !listed.contains(&i) {
+                listed.push(i);
+            }
+        }
+        let urls: Vec<String> = listed.iter().map(|i| relay_url(*i).to_string()).collect();
+        let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+        // Most repos list the service; a few do not (they must not be synced).
+        let tracked = r == 0 || rng.chance(85);
+        let ann = announcement(author, &d, created(&mut rng), &url_refs, tracked);
+        let c = coord(author, &d);
+        // The announcement is on its relays, and in our store when it lists us.
+        for i in &listed {
+            world.seed(&relay_url(*i), ann.clone());
+        }
+        if tracked {
+            world.store_local(ann.clone());
+        }
+        let mut events: Vec<Event> = vec![state(author, &d, created(&mut rng))];
+        for k in 0..rng.below(p.roots_per_repo as u64 + 1) {
+            let kind = [1617, 1618, 1621][rng.below(3) as usize];
+            let who = 100 + rng.below(20) as u32;
+            let rt = root(kind, who, created(&mut rng), &c, &format!("root {r}/{k}"));
+            for j in 0..rng.below(p.replies_per_root as u64 + 1) {
+                let reply = if rng.chance(50) {
+                    comment(who + 1, created(&mut rng), &c, &rt.id, &format!("reply {r}/{k}/{j}"))
+                } else {
+                    status(1630 + rng.below(4) as u16, author, created(&mut rng), &rt.id)
+                };
+                events.push(reply);
+            }
+            events.push(rt);
+        }
+        // An unrelated note that must never be stored.
+        events.push(fixtures::event(
+            fixtures::pubkey(999),
+            created(&mut rng),
+            1,
+            vec![vec!["t".into(), "noise".into()]],
+            "unrelated",
+        ));
+        for e in events {
+            // Each event sits on at least one of the repo's relays.
+            let first = listed[rng.below(listed.len() as u64) as usize];
+            for i in &listed {
+                if *i == first || rng.chance(40) {
+                    world.seed(&relay_url(*i), e.clone());
+                }
+            }
+        }
+        for k in 0..p.live_events / p.repos.max(1) {
+            let i = listed[rng.below(listed.len() as u64) as usize];
+            let at = T0 + 60 + rng.below(CHAOS.as_secs());
+            let e = root(1621, 200 + k as u32, at, &c, &format!("live {r}/{k}"));
+            live.push((relay_url(i), e));
+        }
+    }
+    for (relay, e) in live {
+        let at = Time::from_secs(e.created_at.as_secs());
+        world.schedule(at, Fault::Publish {
+            relay,
+            event: Box::new(e),
+        });
+    }
+    for i in 0..p.relays {
+        for _ in 0..rng.below(p.outages as u64 + 1) {
+            let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+            let len = Duration::from_secs(30 + rng.below(3 * 3600));
+            world.schedule(at, Fault::Down {
+                relay: relay_url(i),
+                duration: len,
+            });
+        }
+    }
+    if p.restart {
+        let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+        world.schedule(at, Fault::Restart);
+    }
+    world
+}

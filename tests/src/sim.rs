@@ -1,0 +1,719 @@
+//! A deterministic in-memory world for the engine: fake relays holding
+//! events, with configurable limits and refusal styles, latency, outages,
+//! engine restarts, and a store that feeds what it keeps back to the engine,
+//! all in virtual time and all seeded. Like quinn-proto's test `Pair` and
+//! str0m's netem: the same seed gives the same run, command for command.
+//!
+//! Every command the engine emits is checked against the invariants of the
+//! behaviour contract as it happens (see [`Violation`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+use grasp_sync_core::{
+    Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl, Snapshot, StoreOutcome,
+    SubscriptionMode, TargetKey, Time,
+};
+use nostr::event::{Event, EventId};
+use nostr::filter::{Filter, MatchEventOptions};
+use nostr::message::SubscriptionId;
+
+/// How a fake relay says no when asked for more subscriptions than it allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalStyle {
+    /// `CLOSED "rate-limited: too many subscriptions"` (rust-nostr LocalRelay).
+    Closed,
+    /// `NOTICE "ERROR: too many concurrent REQs"` (strfry, nostr-rs-relay).
+    Notice,
+    /// Nothing at all: the REQ is dropped.
+    Silence,
+    /// The LRU style: the oldest subscription is silently evicted.
+    Evict,
+}
+
+/// The behaviour of a fake relay.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Silent cap on events per filter per REQ (whatever `limit` says).
+    pub page_cap: Option<usize>,
+    /// Limit applied when a filter has none.
+    pub default_limit: usize,
+    /// Concurrent subscriptions allowed.
+    pub max_subs: usize,
+    /// Whether NIP-11 publishes `max_subscriptions`.
+    pub publish_limits: bool,
+    /// Whether the relay serves NIP-11 at all.
+    pub nip11: bool,
+    /// What happens over `max_subs`.
+    pub refusal: RefusalStyle,
+    /// The first N REQs are answered `CLOSED "rate-limited: slow down"`.
+    pub rate_limit_first: u32,
+    /// One-way latency.
+    pub latency: Duration,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            page_cap: None,
+            default_limit: 500,
+            max_subs: 32,
+            publish_limits: false,
+            nip11: true,
+            refusal: RefusalStyle::Closed,
+            rate_limit_first: 0,
+            latency: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A fake relay.
+#[derive(Clone, Debug)]
+pub struct FakeRelay {
+    /// Its URL.
+    pub url: RelayUrl,
+    /// Its behaviour.
+    pub profile: Profile,
+    /// What it holds.
+    pub events: BTreeMap<EventId, Event>,
+    /// Reachable.
+    pub up: bool,
+    connected: bool,
+    generation: u64,
+    /// Open subscriptions, in opening order.
+    subs: Vec<(SubscriptionId, Vec<Filter>)>,
+    reqs_seen: u32,
+    /// Most subscriptions ever open at once.
+    pub peak_subs: usize,
+}
+
+impl FakeRelay {
+    /// A relay with a profile and no events.
+    pub fn new(url: RelayUrl, profile: Profile) -> Self {
+        FakeRelay {
+            url,
+            profile,
+            events: BTreeMap::new(),
+            up: true,
+            connected: false,
+            generation: 0,
+            subs: Vec::new(),
+            reqs_seen: 0,
+            peak_subs: 0,
+        }
+    }
+
+    fn query(&self, filters: &[Filter]) -> Vec<Event> {
+        let mut out: BTreeMap<EventId, Event> = BTreeMap::new();
+        for f in filters {
+            let mut matching: Vec<&Event> = self
+                .events
+                .values()
+                .filter(|e| f.match_event(e, MatchEventOptions::new()))
+                .collect();
+            matching.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+            let mut n = f.limit.unwrap_or(self.profile.default_limit);
+            if let Some(cap) = self.profile.page_cap {
+                n = n.min(cap);
+            }
+            for e in matching.into_iter().take(n) {
+                out.insert(e.id, e.clone());
+            }
+        }
+        let mut v: Vec<Event> = out.into_values().collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        v
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Info(RelayInfo),
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Event(SubscriptionId, Box<Event>),
+    Eose(SubscriptionId),
+    Closed(SubscriptionId, String),
+    Notice(String),
+}
+
+#[derive(Clone, Debug)]
+struct Delivery {
+    relay: RelayUrl,
+    generation: u64,
+    msg: Msg,
+}
+
+/// Something scheduled to happen to the world.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The relay goes down for a while (connections drop, connects fail).
+    Down {
+        /// Which relay.
+        relay: RelayUrl,
+        /// For how long.
+        duration: Duration,
+    },
+    /// An event is published to a relay (live traffic).
+    Publish {
+        /// Where.
+        relay: RelayUrl,
+        /// What.
+        event: Box<Event>,
+    },
+    /// The relay comes back after an outage.
+    Up {
+        /// Which relay.
+        relay: RelayUrl,
+    },
+    /// The engine restarts from its saved snapshot.
+    Restart,
+    /// The host's store receives an event from elsewhere (e.g. a push to our own relay).
+    LocalEvent(Box<Event>),
+}
+
+/// An invariant the engine broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Subscribed to our own service.
+    OwnService(String),
+    /// Subscribed to a relay no tracked announcement lists and that is not bootstrap.
+    Unlisted(String),
+    /// A filter names a value that is not a current target of the relay.
+    NotATarget(String),
+    /// More subscriptions open than the relay publishes or the engine's budget allows.
+    OverBudget(String),
+}
+
+/// Counters of what the world delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorldStats {
+    /// Inputs fed to the engine.
+    pub inputs: u64,
+    /// Commands the engine emitted.
+    pub commands: u64,
+    /// Events stored.
+    pub stored: u64,
+    /// Events the store refused.
+    pub rejected: u64,
+    /// Engine restarts.
+    pub restarts: u64,
+}
+
+/// The simulated world.
+pub struct World {
+    /// The engine under test.
+    pub engine: Engine,
+    config: Config,
+    /// Fake relays by URL.
+    pub relays: BTreeMap<RelayUrl, FakeRelay>,
+    /// Our store.
+    pub store: BTreeMap<EventId, Event>,
+    /// Virtual time.
+    pub now: Time,
+    queue: BinaryHeap<Reverse<(Time, u64, usize)>>,
+    items: BTreeMap<usize, Delivery>,
+    faults: BinaryHeap<Reverse<(Time, u64, usize)>>,
+    fault_items: BTreeMap<usize, Fault>,
+    seq: u64,
+    /// Every command, serialised, in order.
+    pub log: Vec<String>,
+    /// Invariant violations seen.
+    pub violations: Vec<Violation>,
+    /// Relays ever listed by a tracked announcement in the store, plus bootstrap.
+    listed: BTreeSet<RelayUrl>,
+    /// Delivery counters.
+    pub stats: WorldStats,
+    /// Outage end per relay.
+    down_until: BTreeMap<RelayUrl, Time>,
+}
+
+impl World {
+    /// A world at `start` with an engine built from `config`.
+    pub fn new(config: Config, start: Time) -> Self {
+        let listed = config.bootstrap.iter().cloned().collect();
+        World {
+            engine: Engine::new(config.clone()),
+            config,
+            relays: BTreeMap::new(),
+            store: BTreeMap::new(),
+            now: start,
+            queue: BinaryHeap::new(),
+            items: BTreeMap::new(),
+            faults: BinaryHeap::new(),
+            fault_items: BTreeMap::new(),
+            seq: 0,
+            log: Vec::new(),
+            violations: Vec::new(),
+            listed,
+            stats: WorldStats::default(),
+            down_until: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a fake relay.
+    pub fn add_relay(&mut self, relay: FakeRelay) {
+        self.relays.insert(relay.url.clone(), relay);
+    }
+
+    /// Puts an event on a relay (history, before or during the run; no live delivery).
+    pub fn seed(&mut self, relay: &RelayUrl, event: Event) {
+        if let Some(r) = self.relays.get_mut(relay) {
+            r.events.insert(event.id, event);
+        }
+    }
+
+    /// Stores an event locally (as the host's store would) and tells the engine.
+    pub fn store_local(&mut self, event: Event) {
+        self.store_event(None, event);
+    }
+
+    /// Schedules a fault at `at`.
+    pub fn schedule(&mut self, at: Time, fault: Fault) {
+        self.seq += 1;
+        let key = self.seq as usize;
+        self.fault_items.insert(key, fault);
+        self.faults.push(Reverse((at, self.seq, key)));
+    }
+
+    fn deliver_at(&mut self, at: Time, relay: &RelayUrl, generation: u64, msg: Msg) {
+        self.seq += 1;
+        let key = self.seq as usize;
+        self.items.insert(
+            key,
+            Delivery {
+                relay: relay.clone(),
+                generation,
+                msg,
+            },
+        );
+        self.queue.push(Reverse((at, self.seq, key)));
+    }
+
+    fn feed(&mut self, input: Input<'_>) {
+        self.stats.inputs += 1;
+        self.engine.handle_input(self.now, input);
+        self.drain();
+    }
+
+    /// Starts the engine (its first tick).
+    pub fn start(&mut self) {
+        self.feed(Input::Tick);
+    }
+
+    /// Runs until `end` (virtual time).
+    pub fn run_until(&mut self, end: Time) {
+        loop {
+            let next_delivery = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next_fault = self.faults.peek().map(|Reverse((t, _, _))| *t);
+            let wake = self.engine.next_wakeup();
+            let next = [next_delivery, next_fault, wake, Some(end)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_fault.is_some_and(|t| t <= self.now) {
+                if let Some(Reverse((_, _, key))) = self.faults.pop() {
+                    if let Some(f) = self.fault_items.remove(&key) {
+                        self.apply_fault(f);
+                    }
+                }
+                continue;
+            }
+            if next_delivery.is_some_and(|t| t <= self.now) {
+                if let Some(Reverse((_, _, key))) = self.queue.pop() {
+                    if let Some(d) = self.items.remove(&key) {
+                        self.handle_delivery(d);
+                    }
+                }
+                continue;
+            }
+            if wake.is_some_and(|t| t <= self.now) {
+                self.feed(Input::Tick);
+                continue;
+            }
+            break; // reached `end`
+        }
+        self.now = self.now.max(end);
+        self.feed(Input::Tick);
+    }
+
+    fn apply_fault(&mut self, fault: Fault) {
+        match fault {
+            Fault::Up { relay } => {
+                if self.down_until.get(&relay).is_some_and(|t| *t <= self.now) {
+                    self.down_until.remove(&relay);
+                    if let Some(r) = self.relays.get_mut(&relay) {
+                        r.up = true;
+                    }
+                }
+            }
+            Fault::Down { relay, duration } => {
+                let until = self.now.plus(duration);
+                if !self.relays.contains_key(&relay) {
+                    return;
+                }
+                let end = self.down_until.entry(relay.clone()).or_insert(until);
+                *end = (*end).max(until);
+                let end = *end;
+                self.schedule(end, Fault::Up { relay: relay.clone() });
+                let Some(r) = self.relays.get_mut(&relay) else {
+                    return;
+                };
+                r.up = false;
+                if r.connected {
+                    r.connected = false;
+                    r.subs.clear();
+                    r.generation += 1;
+                    let g = r.generation;
+                    self.deliver_at(self.now, &relay, g, Msg::Disconnected);
+                }
+            }
+            Fault::Publish { relay, event } => {
+                let Some(r) = self.relays.get_mut(&relay) else {
+                    return;
+                };
+                if r.events.insert(event.id, (*event).clone()).is_some() || !r.connected {
+                    return;
+                }
+                let hits: Vec<SubscriptionId> = r
+                    .subs
+                    .iter()
+                    .filter(|(_, fs)| fs.iter().any(|f| f.match_event(&event, MatchEventOptions::new())))
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                let (g, lat) = (r.generation, r.profile.latency);
+                for s in hits {
+                    self.deliver_at(self.now.plus(lat), &relay, g, Msg::Event(s, event.clone()));
+                }
+            }
+            Fault::Restart => {
+                let json = self.engine.snapshot().to_json();
+                let snap = Snapshot::from_json(&json).expect("snapshot round-trips");
+                self.engine =
+                    Engine::restore(self.config.clone(), snap, self.now).expect("restore works");
+                self.stats.restarts += 1;
+                for r in self.relays.values_mut() {
+                    r.connected = false;
+                    r.subs.clear();
+                    r.generation += 1;
+                }
+                self.feed(Input::Tick);
+            }
+            Fault::LocalEvent(event) => self.store_event(None, *event),
+        }
+    }
+
+    fn handle_delivery(&mut self, d: Delivery) {
+        let current = self.relays.get(&d.relay).map(|r| r.generation);
+        if current != Some(d.generation) {
+            return; // from a connection that no longer exists
+        }
+        let relay = d.relay;
+        match d.msg {
+            Msg::Info(info) => self.feed(Input::RelayInfo { relay: &relay, info }),
+            Msg::Connected => self.feed(Input::Connected { relay: &relay }),
+            Msg::ConnectFailed => self.feed(Input::ConnectFailed {
+                relay: &relay,
+                reason: "refused",
+            }),
+            Msg::Disconnected => self.feed(Input::Disconnected {
+                relay: &relay,
+                reason: "dropped",
+            }),
+            Msg::Event(sub, event) => {
+                match self.engine.check_event(&relay, &sub, &event) {
+                    EventCheck::Accepted(_) => {}
+                    _ => {
+                        // The host still reports it; the engine counts it.
+                        self.feed(Input::EventReceived {
+                            relay: &relay,
+                            subscription: &sub,
+                            event: &event,
+                        });
+                        return;
+                    }
+                }
+                self.feed(Input::EventReceived {
+                    relay: &relay,
+                    subscription: &sub,
+                    event: &event,
+                });
+                self.store_event(Some(&relay), *event);
+            }
+            Msg::Eose(sub) => self.feed(Input::Eose {
+                relay: &relay,
+                subscription: &sub,
+            }),
+            Msg::Closed(sub, message) => self.feed(Input::Closed {
+                relay: &relay,
+                subscription: &sub,
+                message: &message,
+            }),
+            Msg::Notice(message) => self.feed(Input::Notice {
+                relay: &relay,
+                message: &message,
+            }),
+        }
+    }
+
+    /// The host's store: keeps what the service would accept and feeds the
+    /// engine what it needs to know (announcements, roots, deletions).
+    fn store_event(&mut self, from: Option<&RelayUrl>, event: Event) {
+        let accepted = self.engine.check_acceptance(&event).is_accept();
+        let outcome = if !accepted {
+            StoreOutcome::Rejected
+        } else if self.store.contains_key(&event.id) {
+            StoreOutcome::Duplicate
+        } else {
+            StoreOutcome::Stored
+        };
+        if let Some(relay) = from {
+            self.feed(Input::EventStored {
+                relay,
+                outcome,
+            });
+        }
+        match outcome {
+            StoreOutcome::Rejected => self.stats.rejected += 1,
+            StoreOutcome::Duplicate => {}
+            StoreOutcome::Stored => {
+                self.stats.stored += 1;
+                self.store.insert(event.id, event.clone());
+                match event.kind.as_u16() {
+                    30617 => {
+                        if let Some(a) = self.parse_relays(&event) {
+                            self.listed.extend(a);
+                        }
+                        self.feed(Input::AnnouncementSeen(&event));
+                    }
+                    1617 | 1618 | 1621 => self.feed(Input::RootEventSeen(&event)),
+                    5 => self.feed(Input::DeletionSeen(&event)),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn parse_relays(&self, event: &Event) -> Option<Vec<RelayUrl>> {
+        let mut out = Vec::new();
+        for t in event.tags.iter() {
+            let s = t.as_slice();
+            if s.first().map(String::as_str) == Some("relays") {
+                out.extend(s.iter().skip(1).filter_map(|u| RelayUrl::parse(u).ok()));
+            }
+        }
+        Some(out)
+    }
+
+    fn drain(&mut self) {
+        while let Some(c) = self.engine.poll_command() {
+            self.stats.commands += 1;
+            self.log
+                .push(serde_json::to_string(&c).expect("commands serialise"));
+            self.check(&c);
+            self.execute(c);
+        }
+    }
+
+    /// Checks a command against the invariants.
+    fn check(&mut self, c: &Command) {
+        let relay = c.relay();
+        if self.config.service.matches(relay) {
+            self.violations.push(Violation::OwnService(relay.to_string()));
+        }
+        let Command::Subscribe { filters, .. } = c else {
+            return;
+        };
+        if !self.listed.contains(relay) {
+            self.violations.push(Violation::Unlisted(relay.to_string()));
+        }
+        let targets = self.engine.relay_targets(relay).cloned().unwrap_or_default();
+        let coords: BTreeSet<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                TargetKey::Repo(c) => Some(c.to_string()),
+                _ => None,
+            })
+            .collect();
+        let ds: BTreeSet<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                TargetKey::Repo(c) => Some(c.identifier.clone()),
+                _ => None,
+            })
+            .collect();
+        let ids: BTreeSet<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                TargetKey::Root(id) => Some(id.to_hex()),
+                _ => None,
+            })
+            .collect();
+        for f in filters {
+            for (tag, values) in f.generic_tags.iter() {
+                for v in values {
+                    let ok = match tag.as_char() {
+                        'a' | 'A' => coords.contains(v),
+                        'd' => ds.contains(v),
+                        'e' | 'E' => ids.contains(v),
+                        'q' => coords.contains(v) || ids.contains(v),
+                        _ => false,
+                    };
+                    if !ok {
+                        self.violations
+                            .push(Violation::NotATarget(format!("{relay} #{} {v}", tag.as_char())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, c: Command) {
+        let now = self.now;
+        match c {
+            Command::FetchRelayInfo { relay } => {
+                let Some(r) = self.relays.get(&relay) else {
+                    return;
+                };
+                if !r.up || !r.profile.nip11 {
+                    return;
+                }
+                let info = RelayInfo {
+                    max_subscriptions: r.profile.publish_limits.then_some(r.profile.max_subs as u32),
+                    max_limit: r.profile.publish_limits.then(|| r.profile.page_cap.map(|c| c as u32)).flatten(),
+                    ..RelayInfo::default()
+                };
+                let (g, lat) = (r.generation, r.profile.latency);
+                // Sent on the current generation: an HTTP answer is not tied to
+                // a websocket, but dropping it on a reconnect is harmless.
+                self.deliver_at(now.plus(lat), &relay, g, Msg::Info(info));
+            }
+            Command::Connect { relay } => {
+                let Some(r) = self.relays.get_mut(&relay) else {
+                    return; // unknown host: never answers; the engine times out
+                };
+                r.generation += 1;
+                r.subs.clear();
+                let (g, lat) = (r.generation, r.profile.latency);
+                if r.up {
+                    r.connected = true;
+                    r.reqs_seen = 0;
+                    self.deliver_at(now.plus(lat), &relay, g, Msg::Connected);
+                } else {
+                    r.connected = false;
+                    self.deliver_at(now.plus(lat), &relay, g, Msg::ConnectFailed);
+                }
+            }
+            Command::Disconnect { relay } => {
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.connected = false;
+                    r.subs.clear();
+                    r.generation += 1;
+                }
+            }
+            Command::Unsubscribe {
+                relay,
+                subscription,
+            } => {
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.subs.retain(|(s, _)| *s != subscription);
+                }
+            }
+            Command::Authenticate { .. } => {}
+            Command::Subscribe {
+                relay,
+                subscription,
+                filters,
+                mode,
+            } => self.on_req(relay, subscription, filters, mode),
+        }
+    }
+
+    fn on_req(&mut self, relay: RelayUrl, sub: SubscriptionId, filters: Vec<Filter>, mode: SubscriptionMode) {
+        let now = self.now;
+        let budget_max = self
+            .engine
+            .status()
+            .relays
+            .iter()
+            .find(|r| r.url == relay)
+            .map(|r| r.budget.max_subscriptions as usize);
+        let Some(r) = self.relays.get_mut(&relay) else {
+            return;
+        };
+        if !r.connected {
+            return;
+        }
+        let (g, lat) = (r.generation, r.profile.latency);
+        let at = now.plus(lat);
+        r.reqs_seen += 1;
+        if r.reqs_seen <= r.profile.rate_limit_first {
+            r.subs.retain(|(s, _)| *s != sub);
+            self.deliver_at(at, &relay, g, Msg::Closed(sub, "rate-limited: slow down".into()));
+            return;
+        }
+        let replacing = r.subs.iter().any(|(s, _)| *s == sub);
+        if !replacing && r.subs.len() >= r.profile.max_subs {
+            match r.profile.refusal {
+                RefusalStyle::Closed => {
+                    self.deliver_at(at, &relay, g, Msg::Closed(sub, "rate-limited: too many subscriptions".into()));
+                    return;
+                }
+                RefusalStyle::Notice => {
+                    self.deliver_at(at, &relay, g, Msg::Notice("ERROR: too many concurrent REQs".into()));
+                    return;
+                }
+                RefusalStyle::Silence => return,
+                RefusalStyle::Evict => {
+                    r.subs.remove(0);
+                }
+            }
+        }
+        r.subs.retain(|(s, _)| *s != sub);
+        r.subs.push((sub.clone(), filters.clone()));
+        r.peak_subs = r.peak_subs.max(r.subs.len());
+        let published = (r.profile.nip11 && r.profile.publish_limits).then_some(r.profile.max_subs);
+        let open = r.subs.len();
+        let events = r.query(&filters);
+        if published.is_some_and(|p| open > p) || budget_max.is_some_and(|b| open > b) {
+            self.violations.push(Violation::OverBudget(format!(
+                "{relay}: {open} open (published {published:?}, budget {budget_max:?})"
+            )));
+        }
+        let _ = mode;
+        for e in events {
+            self.deliver_at(at, &relay, g, Msg::Event(sub.clone(), Box::new(e)));
+        }
+        self.deliver_at(at, &relay, g, Msg::Eose(sub));
+    }
+
+    /// Relays whose every target is confirmed and nothing is pending.
+    pub fn converged(&self, relay: &RelayUrl) -> bool {
+        let targets = self.engine.relay_targets(relay);
+        let confirmed = self.engine.confirmed_targets(relay);
+        let pending = self.engine.pending_targets(relay);
+        match (targets, confirmed, pending) {
+            (Some(t), Some(c), Some(p)) => p.is_empty() && t.iter().all(|x| c.contains(x)),
+            _ => true,
+        }
+    }
+
+    /// Events a relay holds that the service accepts but our store lacks.
+    pub fn missing_from(&self, relay: &RelayUrl) -> Vec<EventId> {
+        let Some(r) = self.relays.get(relay) else {
+            return Vec::new();
+        };
+        r.events
+            .values()
+            .filter(|e| self.engine.check_acceptance(e).is_accept() && !self.store.contains_key(&e.id))
+            .map(|e| e.id)
+            .collect()
+    }
+}
