@@ -73,6 +73,8 @@ pub struct Timing {
     pub stable_after: Duration,
     /// Down for less than this (from the drop) is a quick reconnect.
     pub quick_reconnect_window: Duration,
+    /// Live subscriptions use `since` = now minus this (clock-skew allowance).
+    pub live_since_margin: Duration,
     /// Catch-up `since` is the last connected time minus this.
     pub catch_up_margin: Duration,
     /// Daily re-sync: shortest interval.
@@ -105,6 +107,7 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
             quick_reconnect_window: Duration::from_secs(15 * 60),
+            live_since_margin: Duration::from_secs(10 * 60),
             catch_up_margin: Duration::from_secs(5 * 60),
             resync_min: Duration::from_secs(23 * 3600),
             resync_max: Duration::from_secs(25 * 3600),

@@ -105,6 +105,8 @@ pub struct RelayStats {
     pub notices: u64,
     /// Time of the last EOSE.
     pub last_eose: Option<Time>,
+    /// Inputs that no longer applied (a late answer to an abandoned attempt).
+    pub stale_inputs: u64,
     /// Refusals seen, by reason (`rate-limited`, `restricted`, `notice`, …).
     pub refusals: BTreeMap<String, u64>,
 }
@@ -347,7 +349,11 @@ impl Relay {
     }
 
     pub(crate) fn budget(&self, config: &Config) -> Budget {
-        Budget::derive(&config.default_budget, self.info.as_ref(), self.learned_max_subs)
+        Budget::derive(
+            &config.default_budget,
+            self.info.as_ref(),
+            self.learned_max_subs,
+        )
     }
 
     pub(crate) fn pending_targets(&self) -> &BTreeSet<TargetKey> {
@@ -405,7 +411,10 @@ impl Relay {
 
     /// True when the relay has nothing to do and may be forgotten after grace.
     pub(crate) fn is_empty(&self) -> bool {
-        self.targets.is_empty() && !self.bootstrap && self.pending.is_empty() && self.active.is_empty()
+        self.targets.is_empty()
+            && !self.bootstrap
+            && self.pending.is_empty()
+            && self.active.is_empty()
     }
 
     fn wants_connection(&self) -> bool {
@@ -445,11 +454,21 @@ impl Relay {
                 if self.cooldown_until.is_none() && !self.auth_blocks() {
                     let budget = self.budget(config);
                     if self.open_subscriptions() < budget.max_subscriptions as usize {
-                        if let Some(r) = self.queue.iter().map(|p| p.ready_at).filter(|r| *r > now).min() {
+                        if let Some(r) = self
+                            .queue
+                            .iter()
+                            .map(|p| p.ready_at)
+                            .filter(|r| *r > now)
+                            .min()
+                        {
                             at(r);
                         }
                     }
-                    for g in self.live.iter().filter(|g| g.dirty && !g.refused && g.retry_at > now) {
+                    for g in self
+                        .live
+                        .iter()
+                        .filter(|g| g.dirty && !g.refused && g.retry_at > now)
+                    {
                         at(g.retry_at);
                     }
                 }
@@ -517,7 +536,11 @@ impl Relay {
             .pack_capacity(self.budget(config).max_values_per_filter);
         self.pending.insert(target.clone());
         if let Some(p) = self.queue.iter_mut().rev().find(|p| {
-            p.layer == target.layer() && p.since.is_none() && p.is_fresh() && p.attempts == 0 && !p.split
+            p.layer == target.layer()
+                && p.since.is_none()
+                && p.is_fresh()
+                && p.attempts == 0
+                && !p.split
         }) {
             if p.targets.len() < cap {
                 p.targets.insert(target);
@@ -532,7 +555,13 @@ impl Relay {
     }
 
     /// Queues packs for `targets` (sorted), `since` bounding them below.
-    fn enqueue_all(&mut self, targets: Vec<TargetKey>, since: Option<u64>, now: Time, config: &Config) {
+    fn enqueue_all(
+        &mut self,
+        targets: Vec<TargetKey>,
+        since: Option<u64>,
+        now: Time,
+        config: &Config,
+    ) {
         let values = self.budget(config).max_values_per_filter;
         let mut by_layer: BTreeMap<Layer, Vec<TargetKey>> = BTreeMap::new();
         for t in targets {
@@ -556,7 +585,11 @@ impl Relay {
         let new: Vec<TargetKey> = self
             .targets
             .iter()
-            .filter(|t| !self.pending.contains(*t) && !self.confirmed.contains(*t) && !self.given_up.contains_key(*t))
+            .filter(|t| {
+                !self.pending.contains(*t)
+                    && !self.confirmed.contains(*t)
+                    && !self.given_up.contains_key(*t)
+            })
             .cloned()
             .collect();
         self.enqueue_all(new, None, now, config);
@@ -572,7 +605,11 @@ impl Relay {
         let cap = layer.pack_capacity(budget.max_values_per_filter);
         let max_filters = budget.max_filters_per_req as usize;
         for g in &mut self.live {
-            if let Some((_, set)) = g.packs.iter_mut().find(|(l, s)| *l == layer && s.len() < cap) {
+            if let Some((_, set)) = g
+                .packs
+                .iter_mut()
+                .find(|(l, s)| *l == layer && s.len() < cap)
+            {
                 set.insert(target.clone());
                 g.dirty = true;
                 if g.open {
@@ -619,8 +656,11 @@ impl Relay {
         }
     }
 
-    fn live_filters(g: &LiveGroup, now: Time) -> Vec<Filter> {
-        let since = now.timestamp();
+    /// Live filters: `limit: 0` (nothing stored), and `since` a little before
+    /// now, because relays apply `since` to new events too and a publisher's
+    /// clock that runs a few minutes slow must not hide its events from us.
+    fn live_filters(g: &LiveGroup, now: Time, margin: Duration) -> Vec<Filter> {
+        let since = now.minus(margin).timestamp();
         let mut out = Vec::new();
         for (layer, set) in &g.packs {
             for kind in layer.filter_kinds() {
@@ -654,7 +694,10 @@ impl Relay {
     }
 
     pub(crate) fn on_connected(&mut self, now: Time, ctx: &mut Ctx<'_>) {
-        if self.is_connected() {
+        if !matches!(self.conn, Conn::Connecting { .. }) {
+            // Not an attempt we are waiting for (e.g. one we already gave up
+            // on and told the host to drop): ignore it.
+            self.stats.stale_inputs += 1;
             return;
         }
         let t = &ctx.config.timing;
@@ -695,7 +738,8 @@ impl Relay {
             g.retry_at = now;
         }
         self.last_connected = Some(now);
-        if self.next_resync.is_none_or(|r| r <= now) {
+        // An overdue daily pass (missed while disconnected) runs at the next timer.
+        if self.next_resync.is_none() {
             self.next_resync = Some(now.plus(self.rng.between(t.resync_min, t.resync_max)));
         }
         self.pump(now, ctx);
@@ -846,7 +890,10 @@ impl Relay {
                 continue;
             }
             let exp = (p.attempts - 1).min(10);
-            let delay = t.backoff_initial.saturating_mul(1 << exp).min(t.backoff_max);
+            let delay = t
+                .backoff_initial
+                .saturating_mul(1 << exp)
+                .min(t.backoff_max);
             p.ready_at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
             self.queue.push_back(p);
         }
@@ -940,6 +987,7 @@ impl Relay {
         // Close open groups beyond the cap, and groups that became empty.
         for g in self.live.iter_mut().rev() {
             if g.open && (open > live_cap || g.packs.is_empty()) {
+                self.unanswered.retain(|s| *s != g.sub);
                 ctx.out.push_back(Command::Unsubscribe {
                     relay: self.url.clone(),
                     subscription: g.sub.clone(),
@@ -957,7 +1005,7 @@ impl Relay {
             if !g.open && open >= live_cap {
                 continue;
             }
-            let filters = Self::live_filters(g, now);
+            let filters = Self::live_filters(g, now, ctx.config.timing.live_since_margin);
             if g.open {
                 // An update goes out under a fresh id, after closing the old
                 // one: a late CLOSED or EVENT for the old REQ can then never be
@@ -967,6 +1015,7 @@ impl Relay {
                     subscription: g.sub.clone(),
                 });
                 let old = std::mem::take(&mut g.filters);
+                self.unanswered.retain(|s| *s != g.sub);
                 self.retired.push_back((g.sub.clone(), old, now));
                 if self.retired.len() > MAX_RETIRED {
                     self.retired.pop_front();
@@ -979,7 +1028,7 @@ impl Relay {
             g.open = true;
             g.dirty = false;
             g.filters = filters.clone();
-            self.unanswered.retain(|s| *s != g.sub);
+            self.unanswered.push(g.sub.clone());
             ctx.out.push_back(Command::Subscribe {
                 relay: self.url.clone(),
                 subscription: g.sub.clone(),
@@ -1067,7 +1116,13 @@ impl Relay {
         }
     }
 
-    fn send_req(&mut self, sub: SubscriptionId, mut req: HistoricReq, now: Time, ctx: &mut Ctx<'_>) {
+    fn send_req(
+        &mut self,
+        sub: SubscriptionId,
+        mut req: HistoricReq,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
         req.last_activity = now;
         self.stats.reqs_sent += 1;
         self.unanswered.retain(|s| *s != sub);
@@ -1083,7 +1138,12 @@ impl Relay {
 
     // ----- what the relay says ----------------------------------------------
 
-    pub(crate) fn on_event(&mut self, sub: &SubscriptionId, event: &Event, now: Time) -> EventCheck {
+    pub(crate) fn on_event(
+        &mut self,
+        sub: &SubscriptionId,
+        event: &Event,
+        now: Time,
+    ) -> EventCheck {
         let check = self.check_event(sub, event);
         match check {
             EventCheck::Unrequested => self.stats.events_unrequested += 1,
@@ -1092,7 +1152,9 @@ impl Relay {
                 self.stats.events_received += 1;
                 self.unanswered.retain(|s| s != sub);
                 if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
-                    *c = Some(c.map_or(event.created_at.as_secs(), |c| c.max(event.created_at.as_secs())));
+                    *c = Some(c.map_or(event.created_at.as_secs(), |c| {
+                        c.max(event.created_at.as_secs())
+                    }));
                 }
                 if mode == SubscriptionMode::Historic {
                     if let Some(req) = self.active.get_mut(sub) {
@@ -1167,10 +1229,21 @@ impl Relay {
         self.pump(now, ctx);
     }
 
-    pub(crate) fn on_closed(&mut self, sub: &SubscriptionId, message: &str, now: Time, ctx: &mut Ctx<'_>) {
-        let prefix = message.split_once(':').map(|(p, _)| p.trim().to_ascii_lowercase());
+    pub(crate) fn on_closed(
+        &mut self,
+        sub: &SubscriptionId,
+        message: &str,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let prefix = message
+            .split_once(':')
+            .map(|(p, _)| p.trim().to_ascii_lowercase());
         let reason = match prefix.as_deref() {
-            Some(p @ ("rate-limited" | "auth-required" | "restricted" | "blocked" | "error" | "invalid" | "unsupported")) => p.to_owned(),
+            Some(
+                p @ ("rate-limited" | "auth-required" | "restricted" | "blocked" | "error"
+                | "invalid" | "unsupported"),
+            ) => p.to_owned(),
             _ => "other".to_owned(),
         };
         self.refuse(sub, &reason, now, ctx);
@@ -1224,7 +1297,8 @@ impl Relay {
                             let mut a = p.clone();
                             let mut b = p;
                             let half = a.targets.len() / 2;
-                            let rest: BTreeSet<TargetKey> = a.targets.iter().skip(half).cloned().collect();
+                            let rest: BTreeSet<TargetKey> =
+                                a.targets.iter().skip(half).cloned().collect();
                             a.targets.retain(|t| !rest.contains(t));
                             b.targets = rest;
                             for x in [&mut a, &mut b] {
@@ -1244,7 +1318,11 @@ impl Relay {
                 if self.active.contains_key(sub) {
                     self.retry_later(sub, now, &t);
                 } else {
-                    let attempts = self.live.iter().find(|g| g.sub == *sub).map_or(0, |g| g.attempts);
+                    let attempts = self
+                        .live
+                        .iter()
+                        .find(|g| g.sub == *sub)
+                        .map_or(0, |g| g.attempts);
                     let delay = t
                         .backoff_initial
                         .saturating_mul(1 << attempts.min(10))
@@ -1302,9 +1380,18 @@ impl Relay {
     pub(crate) fn on_notice(&mut self, message: &str, now: Time, ctx: &mut Ctx<'_>) {
         self.stats.notices += 1;
         let m = message.to_ascii_lowercase();
-        let refusal = ["too many", "rate limit", "rate-limit", "ratelimit", "slow down", "maximum concurrent", "max subscriptions", "subscription limit"]
-            .iter()
-            .any(|p| m.contains(p));
+        let refusal = [
+            "too many",
+            "rate limit",
+            "rate-limit",
+            "ratelimit",
+            "slow down",
+            "maximum concurrent",
+            "max subscriptions",
+            "subscription limit",
+        ]
+        .iter()
+        .any(|p| m.contains(p));
         if !refusal {
             return;
         }
@@ -1321,7 +1408,11 @@ impl Relay {
                 self.refuse(&sub, "rate-limited", now, ctx)
             }
             None => {
-                *self.stats.refusals.entry("rate-limited".to_owned()).or_insert(0) += 1;
+                *self
+                    .stats
+                    .refusals
+                    .entry("rate-limited".to_owned())
+                    .or_insert(0) += 1;
                 let t = ctx.config.timing.clone();
                 self.cool_down(now, &t);
             }
@@ -1364,7 +1455,11 @@ impl Relay {
         }
         // Everything waiting for AUTH is given up until the daily pass.
         self.auth.needed = false;
-        *self.stats.refusals.entry("auth-failed".to_owned()).or_insert(0) += 1;
+        *self
+            .stats
+            .refusals
+            .entry("auth-failed".to_owned())
+            .or_insert(0) += 1;
         let queued: Vec<Pack> = self.queue.drain(..).collect();
         for p in queued {
             self.give_up(p, GiveUpReason::AuthRequired);

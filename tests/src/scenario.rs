@@ -64,6 +64,9 @@ pub struct Params {
     pub harsh: bool,
     /// Live events published during the run.
     pub live_events: usize,
+    /// Announcement changes during the run: a newer version dropping a
+    /// relay, a deletion, a new repo announced on a relay.
+    pub churn: bool,
 }
 
 impl Default for Params {
@@ -77,6 +80,7 @@ impl Default for Params {
             restart: true,
             harsh: true,
             live_events: 10,
+            churn: true,
         }
     }
 }
@@ -185,6 +189,28 @@ pub fn generate(seed: u64, p: &Params) -> World {
             let e = root(1621, 200 + k as u32, at, &c, &format!("live {r}/{k}"));
             live.push((relay_url(i), e));
         }
+    }
+    if p.churn && p.repos > 0 {
+        // A newer announcement of repo 0 drops one relay (pushed to our relay).
+        let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+        let keep = [relay_url(0).to_string()];
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        let newer = announcement(1, "repo-0", T0 + 10 + rng.below(1000), &keep, true);
+        world.schedule(at, Fault::LocalEvent(Box::new(newer)));
+        // The last repo is deleted by its author.
+        let last = p.repos as u32;
+        let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+        let del = fixtures::deletion(last, T0 + 2000 + rng.below(1000), &[&coord(last, &format!("repo-{}", p.repos - 1))], &[]);
+        world.schedule(at, Fault::LocalEvent(Box::new(del)));
+        // A new repo is announced on a relay: discovered through layer 1.
+        let i = rng.below(p.relays as u64) as usize;
+        let url = relay_url(i).to_string();
+        let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+        // Its author's clock runs up to two minutes slow.
+        let fresh = announcement(500, "late-repo", at.as_secs() - rng.below(120), &[url.as_str()], true);
+        let c = coord(500, "late-repo");
+        world.seed(&relay_url(i), root(1621, 501, T0 - 500, &c, "an old issue of the late repo"));
+        world.schedule(at, Fault::Publish { relay: relay_url(i), event: Box::new(fresh) });
     }
     for (relay, e) in live {
         let at = Time::from_secs(e.created_at.as_secs());

@@ -705,14 +705,37 @@ impl World {
         }
     }
 
-    /// Events a relay holds that the service accepts but our store lacks.
+    /// Events a relay holds that the service accepts, that fall under one of
+    /// the relay's current targets, and that our store lacks.
     pub fn missing_from(&self, relay: &RelayUrl) -> Vec<EventId> {
         let Some(r) = self.relays.get(relay) else {
             return Vec::new();
         };
+        let targets = self.engine.relay_targets(relay).cloned().unwrap_or_default();
+        let wanted = |e: &Event| -> bool {
+            if e.kind.as_u16() == 30617 {
+                return targets.contains(&TargetKey::Discovery);
+            }
+            e.tags.iter().any(|t| match t.as_slice() {
+                [k, v, ..] if k == "a" || k == "A" || k == "q" => targets.iter().any(|x| {
+                    matches!(x, TargetKey::Repo(c) if c.to_string() == *v)
+                }),
+                [k, v, ..] if k == "e" || k == "E" || k == "q" => targets
+                    .iter()
+                    .any(|x| matches!(x, TargetKey::Root(id) if id.to_hex() == *v)),
+                [k, v, ..] if k == "d" && e.kind.as_u16() == 30618 => targets.iter().any(|x| {
+                    matches!(x, TargetKey::Repo(c) if c.identifier == *v && c.author == e.pubkey)
+                }),
+                _ => false,
+            })
+        };
         r.events
             .values()
-            .filter(|e| self.engine.check_acceptance(e).is_accept() && !self.store.contains_key(&e.id))
+            .filter(|e| {
+                wanted(e)
+                    && self.engine.check_acceptance(e).is_accept()
+                    && !self.store.contains_key(&e.id)
+            })
             .map(|e| e.id)
             .collect()
     }

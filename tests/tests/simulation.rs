@@ -55,13 +55,13 @@ fn one_seed_one_command_log() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn every_world_converges(
         seed in any::<u64>(),
         relays in 1usize..6,
-        repos in 1usize..10,
+        repos in 1usize..12,
         outages in 0usize..3,
         restart in any::<bool>(),
         harsh in any::<bool>(),
