@@ -406,3 +406,122 @@ impl Catalog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announcement::{parse_announcement, AnnouncementRules};
+    use crate::testutil::{announcement, coord, ev, issue, pk, url, SERVICE};
+    use crate::url::ServiceId;
+
+    fn parse(e: &nostr::event::Event) -> Announcement {
+        let service = ServiceId::parse(SERVICE).unwrap();
+        let rules = AnnouncementRules {
+            service: &service,
+            use_clone_urls: true,
+            max_relays: 20,
+            allow_private: false,
+        };
+        parse_announcement(e, &rules).unwrap()
+    }
+
+    fn targets(c: &Catalog, relay: &str) -> Vec<String> {
+        c.relay_targets(&url(relay)).map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn newest_announcement_wins_and_moves_targets() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let old = parse(&announcement(1, "r", 100, &["wss://a.example", "wss://b.example"]));
+        assert_eq!(c.upsert_announcement(&old, true, &mut d), UpsertOutcome::Added);
+        assert_eq!(d.iter().filter(|x| x.added).count(), 4); // discovery + repo on a and b
+        d.clear();
+        let new = parse(&announcement(1, "r", 200, &["wss://a.example"]));
+        assert_eq!(c.upsert_announcement(&new, true, &mut d), UpsertOutcome::Replaced);
+        // Relay a keeps both targets (no churn); relay b loses both.
+        assert!(d.iter().all(|x| !x.added && x.relay == url("wss://b.example")));
+        assert_eq!(d.len(), 2);
+        assert!(targets(&c, "wss://b.example").is_empty());
+        d.clear();
+        assert_eq!(c.upsert_announcement(&old, true, &mut d), UpsertOutcome::Stale);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn ties_go_to_the_lowest_id() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let x = parse(&announcement(1, "r", 100, &["wss://a.example"]));
+        let y = parse(&announcement(1, "r", 100, &["wss://b.example"]));
+        let (low, high) = if x.event_id < y.event_id { (x, y) } else { (y, x) };
+        c.upsert_announcement(&high, true, &mut d);
+        assert_eq!(c.upsert_announcement(&low, true, &mut d), UpsertOutcome::Replaced);
+        assert_eq!(c.upsert_announcement(&high, true, &mut d), UpsertOutcome::Stale);
+    }
+
+    #[test]
+    fn roots_follow_their_repos_relays() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let r = coord(1, "r");
+        let i = issue(9, 150, &r);
+        // A root seen before its repo is remembered and appears with it.
+        assert!(c.add_root(i.id, i.pubkey, std::slice::from_ref(&r), &mut d));
+        assert!(d.is_empty());
+        c.upsert_announcement(&parse(&announcement(1, "r", 100, &["wss://a.example"])), true, &mut d);
+        assert!(targets(&c, "wss://a.example").contains(&format!("root {}", i.id.to_hex())));
+        assert!(c.is_tracked_root(&i.id));
+        // The same root again changes nothing.
+        assert!(!c.add_root(i.id, i.pubkey, &[r], &mut d));
+    }
+
+    #[test]
+    fn deletion_by_author_removes_and_blocks_older_versions() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let a = parse(&announcement(1, "r", 100, &["wss://a.example"]));
+        c.upsert_announcement(&a, true, &mut d);
+        d.clear();
+        // Someone else cannot delete it.
+        assert_eq!(c.delete(&pk(2), 300, &[coord(1, "r")], &[], &mut d), 0);
+        assert!(c.is_tracked_repo(&coord(1, "r")));
+        assert_eq!(c.delete(&pk(1), 300, &[coord(1, "r")], &[], &mut d), 1);
+        assert!(!c.is_tracked_repo(&coord(1, "r")));
+        assert!(targets(&c, "wss://a.example").is_empty());
+        // A version from before the deletion stays deleted; a later one is new.
+        assert_eq!(c.upsert_announcement(&a, true, &mut d), UpsertOutcome::Deleted);
+        let later = parse(&announcement(1, "r", 400, &["wss://a.example"]));
+        assert_eq!(c.upsert_announcement(&later, true, &mut d), UpsertOutcome::Added);
+    }
+
+    #[test]
+    fn deletion_by_id_removes_repo_or_root() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let e = announcement(1, "r", 100, &["wss://a.example"]);
+        c.upsert_announcement(&parse(&e), true, &mut d);
+        let i = issue(9, 150, &coord(1, "r"));
+        c.add_root(i.id, i.pubkey, &[coord(1, "r")], &mut d);
+        assert_eq!(c.delete(&pk(9), 200, &[], &[i.id], &mut d), 1);
+        assert!(!c.is_tracked_root(&i.id));
+        assert!(!c.add_root(i.id, i.pubkey, &[coord(1, "r")], &mut d), "deleted roots stay deleted");
+        assert_eq!(c.delete(&pk(1), 200, &[], &[e.id], &mut d), 1);
+        assert!(c.relays().next().is_none());
+    }
+
+    #[test]
+    fn untracked_repos_have_no_targets_and_maintainers_may_publish_state() {
+        let mut c = Catalog::default();
+        let mut d = Vec::new();
+        let m = pk(7).to_hex();
+        let e = ev(1, 100, 30617, &[&["d", "r"], &["relays", "wss://a.example"], &["maintainers", &m]]);
+        c.upsert_announcement(&parse(&e), false, &mut d);
+        assert!(d.is_empty());
+        assert!(!c.may_publish_state(&pk(7), "r"));
+        c.upsert_announcement(&parse(&ev(1, 101, 30617, &[&["d", "r"], &["relays", "wss://a.example"], &["maintainers", &m]])), true, &mut d);
+        assert!(c.may_publish_state(&pk(7), "r"));
+        assert!(c.may_publish_state(&pk(1), "r"));
+        assert!(!c.may_publish_state(&pk(8), "r"));
+    }
+}

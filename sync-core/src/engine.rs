@@ -75,8 +75,15 @@ impl Engine {
                 engine.ignore(IgnoreReason::OwnService.to_string(), url.to_string());
                 continue;
             }
-            let relay = engine.relay_entry(&url, Time::ZERO);
+            let mut relay = Relay::new(url.clone(), engine.config.seed, Time::ZERO);
             relay.bootstrap = true;
+            // Layer 1 on a bootstrap relay, listed or not.
+            let mut ctx = Ctx {
+                config: &engine.config,
+                out: &mut engine.out,
+            };
+            relay.add_target(TargetKey::Discovery, Time::ZERO, &mut ctx);
+            engine.relays.insert(url.clone(), relay);
             engine.reschedule(&url);
         }
         engine
@@ -401,11 +408,14 @@ impl Engine {
     /// Applies target changes to relays, creating relays as needed.
     fn apply(&mut self, deltas: Vec<TargetDelta>, now: Time) {
         let mut touched = BTreeSet::new();
+        let mut refused = BTreeSet::new();
         for d in deltas {
             if d.added && !self.relays.contains_key(&d.relay) {
                 if self.relays.len() >= self.config.max_relays_total {
-                    self.counters.relays_over_cap += 1;
-                    self.ignore("over-total-relay-cap".to_owned(), d.relay.to_string());
+                    if refused.insert(d.relay.clone()) {
+                        self.counters.relays_over_cap += 1;
+                        self.ignore("over-total-relay-cap".to_owned(), d.relay.to_string());
+                    }
                     continue;
                 }
                 self.relay_entry(&d.relay, now);
@@ -531,5 +541,174 @@ impl AcceptanceContext for Engine {
 
     fn may_publish_state(&self, author: &PublicKey, identifier: &str) -> bool {
         self.catalog.may_publish_state(author, identifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::SubscriptionMode;
+    use crate::testutil::{announcement, coord, issue, url, SERVICE};
+    use std::time::Duration;
+
+    const T: u64 = 1_700_000_000;
+
+    fn engine() -> Engine {
+        Engine::new(Config::new(ServiceId::parse(SERVICE).unwrap()))
+    }
+
+    fn drain(e: &mut Engine) -> Vec<Command> {
+        std::iter::from_fn(|| e.poll_command()).collect()
+    }
+
+    /// Plays a fixed input log against a fresh engine and returns every
+    /// command as JSON.
+    fn play() -> Vec<String> {
+        let mut e = engine();
+        let a = url("wss://a.example");
+        let b = url("wss://b.example");
+        let ann1 = announcement(1, "one", T - 50, &["wss://a.example", "wss://b.example"]);
+        let ann2 = announcement(2, "two", T - 40, &["wss://b.example"]);
+        let root = issue(3, T - 30, &coord(1, "one"));
+        let mut out = Vec::new();
+        let mut step = |e: &mut Engine, at: u64, input: Input<'_>| {
+            e.handle_input(Time::from_millis(at), input);
+            out.extend(drain(e).iter().map(|c| serde_json::to_string(c).unwrap()));
+        };
+        let ms = T * 1000;
+        step(&mut e, ms, Input::AnnouncementSeen(&ann1));
+        step(&mut e, ms + 1, Input::AnnouncementSeen(&ann2));
+        step(&mut e, ms + 5, Input::Connected { relay: &a });
+        step(&mut e, ms + 6, Input::ConnectFailed { relay: &b, reason: "refused" });
+        step(&mut e, ms + 7, Input::RootEventSeen(&root));
+        let mut t = ms + 10;
+        while let Some(w) = e.next_wakeup() {
+            if w.as_millis() > ms + 3_600_000 {
+                break;
+            }
+            t = t.max(w.as_millis());
+            step(&mut e, t, Input::Tick);
+            if t > ms + 20_000 {
+                step(&mut e, t, Input::Connected { relay: &b });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn same_input_log_same_commands() {
+        let first = play();
+        assert!(first.len() > 5, "{first:?}");
+        assert_eq!(first, play());
+    }
+
+    #[test]
+    fn bootstrap_relays_connect_on_the_first_input() {
+        let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.bootstrap = vec![url("wss://boot.example"), url("wss://git.example.com")];
+        let mut e = Engine::new(config);
+        e.handle_input(Time::from_secs(T), Input::Tick);
+        let cs = drain(&mut e);
+        assert_eq!(
+            cs,
+            vec![
+                Command::FetchRelayInfo { relay: url("wss://boot.example") },
+                Command::Connect { relay: url("wss://boot.example") },
+            ],
+            "the service itself is never a bootstrap relay"
+        );
+        e.handle_input(Time::from_secs(T + 1), Input::Connected { relay: &url("wss://boot.example") });
+        let cs = drain(&mut e);
+        // Discovery only: live and historic `{"kinds":[30617]}`.
+        assert_eq!(cs.len(), 2, "{cs:?}");
+        for c in &cs {
+            let Command::Subscribe { filters, .. } = c else {
+                panic!("{c:?}")
+            };
+            assert_eq!(filters.len(), 1);
+            assert_eq!(filters[0].kinds.as_ref().map(|k| k.len()), Some(1));
+        }
+    }
+
+    #[test]
+    fn events_are_checked_against_open_subscriptions() {
+        let mut e = engine();
+        let a = url("wss://a.example");
+        let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::Connected { relay: &a });
+        let cs = drain(&mut e);
+        let hist = cs
+            .iter()
+            .find_map(|c| match c {
+                Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } => Some(subscription.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let ours = issue(5, T - 10, &coord(1, "one"));
+        let other = issue(5, T - 10, &coord(1, "unrelated"));
+        assert_eq!(e.check_event(&a, &hist, &ours), EventCheck::Accepted(SubscriptionMode::Historic));
+        assert_eq!(e.check_event(&a, &hist, &other), EventCheck::Unmatched);
+        let never = SubscriptionId::new("never-opened");
+        assert_eq!(e.check_event(&a, &never, &ours), EventCheck::Unrequested);
+        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &never, event: &ours });
+        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &hist, event: &other });
+        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &hist, event: &ours });
+        let st = e.status();
+        let r = &st.relays[0];
+        assert_eq!((r.stats.events_received, r.stats.events_unrequested, r.stats.events_unmatched), (1, 1, 1));
+        // An unknown relay is counted, not created.
+        e.handle_input(Time::from_secs(T), Input::Eose { relay: &url("wss://x.example"), subscription: &hist });
+        assert_eq!(e.status().counters.inputs_for_unknown_relays, 1);
+    }
+
+    #[test]
+    fn acceptance_uses_the_catalog() {
+        let mut e = engine();
+        let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
+        assert!(e.check_acceptance(&ann).is_accept());
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        assert!(e.check_acceptance(&issue(4, T, &coord(1, "one"))).is_accept());
+        assert!(!e.check_acceptance(&issue(4, T, &coord(1, "two"))).is_accept());
+    }
+
+    #[test]
+    fn total_relay_cap_is_a_counted_drop() {
+        let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.max_relays_total = 1;
+        let mut e = Engine::new(config);
+        let ann = announcement(1, "one", T - 50, &["wss://a.example", "wss://b.example"]);
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        assert_eq!(e.relay_urls().count(), 1);
+        assert_eq!(e.status().counters.relays_over_cap, 1);
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let mut e = engine();
+        let a = url("wss://a.example");
+        let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::Connected { relay: &a });
+        for c in drain(&mut e) {
+            if let Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } = c {
+                e.handle_input(Time::from_secs(T + 1), Input::Eose { relay: &a, subscription: &subscription });
+            }
+        }
+        let snap = e.snapshot();
+        let json = snap.to_json();
+        let back = Snapshot::from_json(&json).unwrap();
+        assert_eq!(back, snap);
+        let config = e.config().clone();
+        let mut r = Engine::restore(config.clone(), back, Time::from_secs(T + 60)).unwrap();
+        assert_eq!(r.confirmed_targets(&a), e.confirmed_targets(&a));
+        assert!(Snapshot::from_json("{").is_err());
+        let mut wrong = e.snapshot();
+        wrong.version = 99;
+        assert!(Engine::restore(config, wrong, Time::from_secs(T)).is_err());
+        // The restored engine reconnects at once.
+        r.handle_input(Time::from_secs(T + 60), Input::Tick);
+        assert!(drain(&mut r).contains(&Command::Connect { relay: a.clone() }));
+        let _ = Duration::ZERO;
     }
 }

@@ -39,6 +39,8 @@ pub mod relay;
 pub mod rng;
 pub mod snapshot;
 pub mod status;
+#[cfg(test)]
+mod testutil;
 pub mod types;
 pub mod url;
 

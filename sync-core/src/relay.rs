@@ -499,6 +499,9 @@ impl Relay {
     }
 
     pub(crate) fn remove_target(&mut self, target: &TargetKey, ctx: &mut Ctx<'_>) {
+        if self.bootstrap && *target == TargetKey::Discovery {
+            return; // a bootstrap relay always carries layer 1
+        }
         if !self.targets.remove(target) {
             return;
         }
@@ -1069,12 +1072,14 @@ impl Relay {
                 }
             }
         }
+        // A pack split after a refusal travels alone; others share the REQ.
+        let alone = head.split;
         let mut packs = vec![head];
         let mut filters = packs[0].open_filters();
         let mut i = 0;
-        while i < self.queue.len() && filters < max_filters {
+        while !alone && i < self.queue.len() && filters < max_filters {
             let p = &self.queue[i];
-            if p.ready_at <= now && filters + p.open_filters() <= max_filters {
+            if p.ready_at <= now && !p.split && filters + p.open_filters() <= max_filters {
                 filters += p.open_filters();
                 if let Some(p) = self.queue.remove(i) {
                     packs.push(p);
@@ -1516,5 +1521,277 @@ fn event_layer(event: &Event) -> Layer {
         crate::types::KIND_REPO_ANNOUNCEMENT => Layer::Discovery,
         k if crate::types::is_root_kind(k) || k == crate::types::KIND_REPO_STATE => Layer::Repo,
         _ => Layer::Root,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Input;
+    use crate::engine::Engine;
+    use crate::testutil::{announcement, coord, issue, url, SERVICE};
+    use crate::url::ServiceId;
+
+    const T: u64 = 1_700_000_000;
+
+    struct Rig {
+        e: Engine,
+        now: Time,
+        relay: RelayUrl,
+    }
+
+    impl Rig {
+        fn new(repos: usize, config: impl FnOnce(&mut Config)) -> Rig {
+            let mut c = Config::new(ServiceId::parse(SERVICE).unwrap());
+            config(&mut c);
+            let mut e = Engine::new(c);
+            let now = Time::from_secs(T);
+            for i in 0..repos {
+                let ann = announcement((i % 250) as u8 + 1, &format!("r{i}"), T - 100, &["wss://a.example"]);
+                e.handle_input(now, Input::AnnouncementSeen(&ann));
+            }
+            let mut rig = Rig { e, now, relay: url("wss://a.example") };
+            rig.drain();
+            rig
+        }
+
+        fn drain(&mut self) -> Vec<Command> {
+            std::iter::from_fn(|| self.e.poll_command()).collect()
+        }
+
+        fn input(&mut self, i: Input<'_>) -> Vec<Command> {
+            self.e.handle_input(self.now, i);
+            self.drain()
+        }
+
+        fn at(&mut self, secs: u64) -> Vec<Command> {
+            self.at_time(Time::from_secs(T + secs))
+        }
+
+        fn at_time(&mut self, t: Time) -> Vec<Command> {
+            self.now = t;
+            self.input(Input::Tick)
+        }
+
+        fn connect(&mut self) -> Vec<Command> {
+            let r = self.relay.clone();
+            self.input(Input::Connected { relay: &r })
+        }
+
+        fn historic(cs: &[Command]) -> Vec<SubscriptionId> {
+            cs.iter()
+                .filter_map(|c| match c {
+                    Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } => {
+                        Some(subscription.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn closed(&mut self, sub: &SubscriptionId, msg: &str) -> Vec<Command> {
+            let r = self.relay.clone();
+            self.input(Input::Closed { relay: &r, subscription: sub, message: msg })
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_then_goes_daily() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        let mut delays = Vec::new();
+        let mut t = 0u64;
+        for _ in 0..40 {
+            rig.input(Input::ConnectFailed { relay: &r, reason: "refused" });
+            let next = rig.e.next_wakeup().unwrap();
+            delays.push(next.since(rig.now).as_secs());
+            t = next.as_secs() - T;
+            let cs = rig.at_time(next);
+            assert!(cs.contains(&Command::Connect { relay: r.clone() }), "retried at {t}");
+        }
+        // 5 s doubling with ±20% jitter, capped at 1 h; then once a day.
+        assert!((4..=6).contains(&delays[0]), "{delays:?}");
+        assert!((8..=12).contains(&delays[1]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= 25 * 3600));
+        assert!(delays.contains(&3600) || delays.iter().any(|d| (2880..=3600).contains(d)));
+        assert!(t > 24 * 3600, "ran past a day of failures: {t}");
+        assert!(*delays.last().unwrap() >= 20 * 3600, "dead relays retry daily: {delays:?}");
+        rig.input(Input::ConnectFailed { relay: &r, reason: "refused" });
+        assert_eq!(rig.e.status().relays[0].state, RelayState::Dead);
+    }
+
+    #[test]
+    fn connect_attempts_time_out() {
+        let mut rig = Rig::new(1, |_| {});
+        let cs = rig.at(30);
+        assert!(cs.contains(&Command::Disconnect { relay: rig.relay.clone() }), "{cs:?}");
+        let cs = rig.at(60);
+        assert!(cs.contains(&Command::Connect { relay: rig.relay.clone() }), "{cs:?}");
+    }
+
+    #[test]
+    fn budget_of_three_is_never_exceeded() {
+        let mut rig = Rig::new(250, |_| {});
+        let r = rig.relay.clone();
+        rig.input(Input::RelayInfo {
+            relay: &r,
+            info: RelayInfo { max_subscriptions: Some(3), ..RelayInfo::default() },
+        });
+        let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+        let mut todo = rig.connect();
+        let mut rounds = 0;
+        while !todo.is_empty() {
+            rounds += 1;
+            assert!(rounds < 100);
+            let mut next = Vec::new();
+            for c in &todo {
+                match c {
+                    Command::Subscribe { subscription, .. } => {
+                        open.insert(subscription.clone());
+                    }
+                    Command::Unsubscribe { subscription, .. } => {
+                        open.remove(subscription);
+                    }
+                    _ => {}
+                }
+                assert!(open.len() <= 3, "{open:?}");
+            }
+            for sub in Rig::historic(&todo) {
+                next.extend(rig.input(Input::Eose { relay: &r, subscription: &sub }));
+            }
+            todo = next;
+        }
+        let st = rig.e.status();
+        assert_eq!(st.relays[0].pending, 0);
+        assert_eq!(st.relays[0].confirmed, 251);
+    }
+
+    #[test]
+    fn rate_limited_cools_down_and_learns() {
+        let mut rig = Rig::new(1, |_| {});
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        let cs = rig.closed(&sub, "rate-limited: slow down");
+        assert!(Rig::historic(&cs).is_empty(), "nothing during the cool-down");
+        let st = rig.e.status();
+        assert_eq!(st.relays[0].cooldown_until, Some(Time::from_secs(T + 65)));
+        assert_eq!(st.relays[0].learned_max_subscriptions, Some(2));
+        assert!(Rig::historic(&rig.at(64)).is_empty());
+        assert_eq!(Rig::historic(&rig.at(65)).len(), 1, "the same work again after 65 s");
+    }
+
+    #[test]
+    fn restricted_work_waits_for_the_daily_pass() {
+        let mut rig = Rig::new(1, |_| {});
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        rig.closed(&sub, "restricted: not for you");
+        let st = rig.e.status();
+        assert_eq!(st.relays[0].given_up.get(&GiveUpReason::Refused), Some(&2));
+        assert!(Rig::historic(&rig.at(3600)).is_empty());
+        let resync = st.relays[0].next_resync.unwrap();
+        assert!(resync >= Time::from_secs(T + 23 * 3600) && resync <= Time::from_secs(T + 25 * 3600));
+        assert_eq!(Rig::historic(&rig.at_time(resync)).len(), 1);
+    }
+
+    #[test]
+    fn errors_split_once_then_give_up() {
+        let mut rig = Rig::new(4, |_| {});
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        // One REQ holds discovery and the repo pack: the split retries them apart.
+        let cs = rig.closed(&sub, "error: too complex");
+        let again = Rig::historic(&cs);
+        assert_eq!(again.len(), 2, "{cs:?}");
+        for s in &again {
+            rig.closed(s, "invalid: still no");
+        }
+        let st = rig.e.status();
+        assert_eq!(st.relays[0].given_up.get(&GiveUpReason::Rejected), Some(&5));
+        assert_eq!(st.relays[0].pending, 0);
+    }
+
+    #[test]
+    fn auth_required_without_a_key_gives_up_with_a_key_authenticates() {
+        let mut rig = Rig::new(1, |_| {});
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        rig.closed(&sub, "auth-required: who are you");
+        assert_eq!(rig.e.status().relays[0].given_up.get(&GiveUpReason::AuthRequired), Some(&2));
+
+        let mut rig = Rig::new(1, |c| c.auth_enabled = true);
+        let r = rig.relay.clone();
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        rig.input(Input::AuthChallenge { relay: &r, challenge: "abc" });
+        let cs = rig.closed(&sub, "auth-required: sign in");
+        assert!(Rig::historic(&cs).is_empty(), "waits for AUTH: {cs:?}");
+        let cs = rig.input(Input::AuthResult { relay: &r, accepted: true });
+        assert_eq!(Rig::historic(&cs).len(), 1, "resent after AUTH: {cs:?}");
+    }
+
+    #[test]
+    fn challenge_is_answered_when_a_key_is_configured() {
+        let mut rig = Rig::new(1, |c| c.auth_enabled = true);
+        let r = rig.relay.clone();
+        rig.connect();
+        let cs = rig.input(Input::AuthChallenge { relay: &r, challenge: "xyz" });
+        assert_eq!(cs, vec![Command::Authenticate { relay: r, challenge: "xyz".into() }]);
+    }
+
+    #[test]
+    fn notice_refusal_blames_the_latest_unanswered_req() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        let cs = rig.input(Input::Notice { relay: &r, message: "ERROR: too many concurrent REQs" });
+        assert!(cs.contains(&Command::Unsubscribe { relay: r.clone(), subscription: sub }), "{cs:?}");
+        assert!(rig.e.status().relays[0].cooldown_until.is_some());
+        // Chatter is not a refusal.
+        rig.input(Input::Notice { relay: &r, message: "hello" });
+        assert_eq!(rig.e.status().relays[0].stats.notices, 2);
+    }
+
+    #[test]
+    fn live_update_uses_a_fresh_id_and_closes_the_old() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        let cs = rig.connect();
+        let live = cs
+            .iter()
+            .find_map(|c| match c {
+                Command::Subscribe { subscription, mode: SubscriptionMode::Live, .. } => Some(subscription.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let i = issue(7, T - 5, &coord(1, "r0"));
+        rig.input(Input::RootEventSeen(&i));
+        let cs = rig.at(1);
+        assert_eq!(cs.first(), Some(&Command::Unsubscribe { relay: r.clone(), subscription: live.clone() }), "{cs:?}");
+        let new_live: Vec<&Command> = cs
+            .iter()
+            .filter(|c| matches!(c, Command::Subscribe { mode: SubscriptionMode::Live, .. }))
+            .collect();
+        assert_eq!(new_live.len(), 1);
+        assert_eq!(Rig::historic(&cs).len(), 1, "one REQ for the new root");
+        // A late CLOSED for the old id changes nothing.
+        let st = rig.e.status().relays[0].open_subscriptions;
+        rig.closed(&live, "error: whatever");
+        assert_eq!(rig.e.status().relays[0].open_subscriptions, st);
+    }
+
+    #[test]
+    fn historic_reqs_time_out_and_are_retried() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        let cs = rig.at(60);
+        assert!(cs.contains(&Command::Unsubscribe { relay: r.clone(), subscription: sub }), "{cs:?}");
+        let retried_at = (61..120).find(|s| !Rig::historic(&rig.at(*s)).is_empty());
+        // First retry after 5 s ± 20 %.
+        assert!(matches!(retried_at, Some(64..=67)), "{retried_at:?}");
+        assert_eq!(rig.e.status().relays[0].stats.timeouts, 1);
     }
 }
