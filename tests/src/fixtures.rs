@@ -22,7 +22,13 @@ pub fn pubkey(n: u32) -> PublicKey {
 }
 
 /// An event with a real id and a dummy signature.
-pub fn event(author: PublicKey, created_at: u64, kind: u16, tags: Vec<Vec<String>>, content: &str) -> Event {
+pub fn event(
+    author: PublicKey,
+    created_at: u64,
+    kind: u16,
+    tags: Vec<Vec<String>>,
+    content: &str,
+) -> Event {
     let tags = Tags::from_list(
         tags.into_iter()
             .map(|t| Tag::parse(t).expect("fixture tags are valid"))
@@ -31,7 +37,15 @@ pub fn event(author: PublicKey, created_at: u64, kind: u16, tags: Vec<Vec<String
     let created_at = Timestamp::from_secs(created_at);
     let kind = Kind::from(kind);
     let id = EventId::compute(&author, &created_at, &kind, &tags, content);
-    Event::new(id, author, created_at, kind, tags, content, Signature::from_byte_array([1u8; 64]))
+    Event::new(
+        id,
+        author,
+        created_at,
+        kind,
+        tags,
+        content,
+        Signature::from_byte_array([1u8; 64]),
+    )
 }
 
 fn tag(parts: &[&str]) -> Vec<String> {
@@ -39,7 +53,13 @@ fn tag(parts: &[&str]) -> Vec<String> {
 }
 
 /// A repository announcement listing `relays` (and the service, when `lists_service`).
-pub fn announcement(author: u32, d: &str, created_at: u64, relays: &[&str], lists_service: bool) -> Event {
+pub fn announcement(
+    author: u32,
+    d: &str,
+    created_at: u64,
+    relays: &[&str],
+    lists_service: bool,
+) -> Event {
     let mut r = vec!["relays".to_owned()];
     r.extend(relays.iter().map(|s| s.to_string()));
     if lists_service {
@@ -65,13 +85,22 @@ pub fn root(kind: u16, author: u32, created_at: u64, repo: &RepoCoord, content: 
         pubkey(author),
         created_at,
         kind,
-        vec![tag(&["a", &repo.to_string()]), tag(&["p", &repo.author.to_hex()])],
+        vec![
+            tag(&["a", &repo.to_string()]),
+            tag(&["p", &repo.author.to_hex()]),
+        ],
         content,
     )
 }
 
 /// A NIP-22 comment (kind 1111) on a root event of `repo`.
-pub fn comment(author: u32, created_at: u64, repo: &RepoCoord, root_id: &EventId, content: &str) -> Event {
+pub fn comment(
+    author: u32,
+    created_at: u64,
+    repo: &RepoCoord,
+    root_id: &EventId,
+    content: &str,
+) -> Event {
     event(
         pubkey(author),
         created_at,
@@ -87,7 +116,13 @@ pub fn comment(author: u32, created_at: u64, repo: &RepoCoord, root_id: &EventId
 
 /// A status event (1630..1633) on a root event.
 pub fn status(kind: u16, author: u32, created_at: u64, root_id: &EventId) -> Event {
-    event(pubkey(author), created_at, kind, vec![tag(&["e", &root_id.to_hex(), "", "root"])], "")
+    event(
+        pubkey(author),
+        created_at,
+        kind,
+        vec![tag(&["e", &root_id.to_hex(), "", "root"])],
+        "",
+    )
 }
 
 /// A repo state event (30618).
@@ -96,7 +131,13 @@ pub fn state(author: u32, d: &str, created_at: u64) -> Event {
         pubkey(author),
         created_at,
         30618,
-        vec![tag(&["d", d]), tag(&["refs/heads/main", "0123456789abcdef0123456789abcdef01234567"])],
+        vec![
+            tag(&["d", d]),
+            tag(&[
+                "refs/heads/main",
+                "0123456789abcdef0123456789abcdef01234567",
+            ]),
+        ],
         "",
     )
 }
@@ -213,7 +254,10 @@ impl Driver {
                     ..
                 } = c
                 {
-                    next.extend(self.input(Input::Eose { relay, subscription }));
+                    next.extend(self.input(Input::Eose {
+                        relay,
+                        subscription,
+                    }));
                 }
             }
             all.extend(todo);

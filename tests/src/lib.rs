@@ -3,5 +3,5 @@
 //! faults, virtual time) that drives the engine to convergence.
 
 pub mod fixtures;
-pub mod sim;
 pub mod scenario;
+pub mod sim;

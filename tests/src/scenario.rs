@@ -9,7 +9,7 @@ use grasp_sync_core::{RelayUrl, Time};
 use nostr::event::Event;
 
 use crate::fixtures::{self, announcement, comment, coord, root, state, status, T0};
-use crate::sim::{Fault, FakeRelay, Profile, RefusalStyle, World};
+use crate::sim::{FakeRelay, Fault, Profile, RefusalStyle, World};
 
 /// SplitMix64, for scenario generation only.
 #[derive(Clone, Debug)]
@@ -158,9 +158,20 @@ pub fn generate(seed: u64, p: &Params) -> World {
             let rt = root(kind, who, created(&mut rng), &c, &format!("root {r}/{k}"));
             for j in 0..rng.below(p.replies_per_root as u64 + 1) {
                 let reply = if rng.chance(50) {
-                    comment(who + 1, created(&mut rng), &c, &rt.id, &format!("reply {r}/{k}/{j}"))
+                    comment(
+                        who + 1,
+                        created(&mut rng),
+                        &c,
+                        &rt.id,
+                        &format!("reply {r}/{k}/{j}"),
+                    )
                 } else {
-                    status(1630 + rng.below(4) as u16, author, created(&mut rng), &rt.id)
+                    status(
+                        1630 + rng.below(4) as u16,
+                        author,
+                        created(&mut rng),
+                        &rt.id,
+                    )
                 };
                 events.push(reply);
             }
@@ -200,33 +211,59 @@ pub fn generate(seed: u64, p: &Params) -> World {
         // The last repo is deleted by its author.
         let last = p.repos as u32;
         let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
-        let del = fixtures::deletion(last, T0 + 2000 + rng.below(1000), &[&coord(last, &format!("repo-{}", p.repos - 1))], &[]);
+        let del = fixtures::deletion(
+            last,
+            T0 + 2000 + rng.below(1000),
+            &[&coord(last, &format!("repo-{}", p.repos - 1))],
+            &[],
+        );
         world.schedule(at, Fault::LocalEvent(Box::new(del)));
         // A new repo is announced on a relay: discovered through layer 1.
         let i = rng.below(p.relays as u64) as usize;
         let url = relay_url(i).to_string();
         let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
         // Its author's clock runs up to two minutes slow.
-        let fresh = announcement(500, "late-repo", at.as_secs() - rng.below(120), &[url.as_str()], true);
+        let fresh = announcement(
+            500,
+            "late-repo",
+            at.as_secs() - rng.below(120),
+            &[url.as_str()],
+            true,
+        );
         let c = coord(500, "late-repo");
-        world.seed(&relay_url(i), root(1621, 501, T0 - 500, &c, "an old issue of the late repo"));
-        world.schedule(at, Fault::Publish { relay: relay_url(i), event: Box::new(fresh) });
+        world.seed(
+            &relay_url(i),
+            root(1621, 501, T0 - 500, &c, "an old issue of the late repo"),
+        );
+        world.schedule(
+            at,
+            Fault::Publish {
+                relay: relay_url(i),
+                event: Box::new(fresh),
+            },
+        );
     }
     for (relay, e) in live {
         let at = Time::from_secs(e.created_at.as_secs());
-        world.schedule(at, Fault::Publish {
-            relay,
-            event: Box::new(e),
-        });
+        world.schedule(
+            at,
+            Fault::Publish {
+                relay,
+                event: Box::new(e),
+            },
+        );
     }
     for i in 0..p.relays {
         for _ in 0..rng.below(p.outages as u64 + 1) {
             let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
             let len = Duration::from_secs(30 + rng.below(3 * 3600));
-            world.schedule(at, Fault::Down {
-                relay: relay_url(i),
-                duration: len,
-            });
+            world.schedule(
+                at,
+                Fault::Down {
+                    relay: relay_url(i),
+                    duration: len,
+                },
+            );
         }
     }
     if p.restart {

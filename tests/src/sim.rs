@@ -362,7 +362,12 @@ impl World {
                 let end = self.down_until.entry(relay.clone()).or_insert(until);
                 *end = (*end).max(until);
                 let end = *end;
-                self.schedule(end, Fault::Up { relay: relay.clone() });
+                self.schedule(
+                    end,
+                    Fault::Up {
+                        relay: relay.clone(),
+                    },
+                );
                 let Some(r) = self.relays.get_mut(&relay) else {
                     return;
                 };
@@ -385,7 +390,10 @@ impl World {
                 let hits: Vec<SubscriptionId> = r
                     .subs
                     .iter()
-                    .filter(|(_, fs)| fs.iter().any(|f| f.match_event(&event, MatchEventOptions::new())))
+                    .filter(|(_, fs)| {
+                        fs.iter()
+                            .any(|f| f.match_event(&event, MatchEventOptions::new()))
+                    })
                     .map(|(s, _)| s.clone())
                     .collect();
                 let (g, lat) = (r.generation, r.profile.latency);
@@ -417,7 +425,10 @@ impl World {
         }
         let relay = d.relay;
         match d.msg {
-            Msg::Info(info) => self.feed(Input::RelayInfo { relay: &relay, info }),
+            Msg::Info(info) => self.feed(Input::RelayInfo {
+                relay: &relay,
+                info,
+            }),
             Msg::Connected => self.feed(Input::Connected { relay: &relay }),
             Msg::ConnectFailed => self.feed(Input::ConnectFailed {
                 relay: &relay,
@@ -475,10 +486,7 @@ impl World {
             StoreOutcome::Stored
         };
         if let Some(relay) = from {
-            self.feed(Input::EventStored {
-                relay,
-                outcome,
-            });
+            self.feed(Input::EventStored { relay, outcome });
         }
         match outcome {
             StoreOutcome::Rejected => self.stats.rejected += 1,
@@ -526,7 +534,8 @@ impl World {
     fn check(&mut self, c: &Command) {
         let relay = c.relay();
         if self.config.service.matches(relay) {
-            self.violations.push(Violation::OwnService(relay.to_string()));
+            self.violations
+                .push(Violation::OwnService(relay.to_string()));
         }
         let Command::Subscribe { filters, .. } = c else {
             return;
@@ -534,7 +543,11 @@ impl World {
         if !self.listed.contains(relay) {
             self.violations.push(Violation::Unlisted(relay.to_string()));
         }
-        let targets = self.engine.relay_targets(relay).cloned().unwrap_or_default();
+        let targets = self
+            .engine
+            .relay_targets(relay)
+            .cloned()
+            .unwrap_or_default();
         let coords: BTreeSet<String> = targets
             .iter()
             .filter_map(|t| match t {
@@ -567,8 +580,10 @@ impl World {
                         _ => false,
                     };
                     if !ok {
-                        self.violations
-                            .push(Violation::NotATarget(format!("{relay} #{} {v}", tag.as_char())));
+                        self.violations.push(Violation::NotATarget(format!(
+                            "{relay} #{} {v}",
+                            tag.as_char()
+                        )));
                     }
                 }
             }
@@ -586,8 +601,15 @@ impl World {
                     return;
                 }
                 let info = RelayInfo {
-                    max_subscriptions: r.profile.publish_limits.then_some(r.profile.max_subs as u32),
-                    max_limit: r.profile.publish_limits.then(|| r.profile.page_cap.map(|c| c as u32)).flatten(),
+                    max_subscriptions: r
+                        .profile
+                        .publish_limits
+                        .then_some(r.profile.max_subs as u32),
+                    max_limit: r
+                        .profile
+                        .publish_limits
+                        .then(|| r.profile.page_cap.map(|c| c as u32))
+                        .flatten(),
                     ..RelayInfo::default()
                 };
                 let (g, lat) = (r.generation, r.profile.latency);
@@ -636,7 +658,13 @@ impl World {
         }
     }
 
-    fn on_req(&mut self, relay: RelayUrl, sub: SubscriptionId, filters: Vec<Filter>, mode: SubscriptionMode) {
+    fn on_req(
+        &mut self,
+        relay: RelayUrl,
+        sub: SubscriptionId,
+        filters: Vec<Filter>,
+        mode: SubscriptionMode,
+    ) {
         let now = self.now;
         let budget_max = self
             .engine
@@ -656,18 +684,33 @@ impl World {
         r.reqs_seen += 1;
         if r.reqs_seen <= r.profile.rate_limit_first {
             r.subs.retain(|(s, _)| *s != sub);
-            self.deliver_at(at, &relay, g, Msg::Closed(sub, "rate-limited: slow down".into()));
+            self.deliver_at(
+                at,
+                &relay,
+                g,
+                Msg::Closed(sub, "rate-limited: slow down".into()),
+            );
             return;
         }
         let replacing = r.subs.iter().any(|(s, _)| *s == sub);
         if !replacing && r.subs.len() >= r.profile.max_subs {
             match r.profile.refusal {
                 RefusalStyle::Closed => {
-                    self.deliver_at(at, &relay, g, Msg::Closed(sub, "rate-limited: too many subscriptions".into()));
+                    self.deliver_at(
+                        at,
+                        &relay,
+                        g,
+                        Msg::Closed(sub, "rate-limited: too many subscriptions".into()),
+                    );
                     return;
                 }
                 RefusalStyle::Notice => {
-                    self.deliver_at(at, &relay, g, Msg::Notice("ERROR: too many concurrent REQs".into()));
+                    self.deliver_at(
+                        at,
+                        &relay,
+                        g,
+                        Msg::Notice("ERROR: too many concurrent REQs".into()),
+                    );
                     return;
                 }
                 RefusalStyle::Silence => return,
@@ -711,12 +754,17 @@ impl World {
         let Some(r) = self.relays.get(relay) else {
             return Vec::new();
         };
-        let targets = self.engine.relay_targets(relay).cloned().unwrap_or_default();
+        let targets = self
+            .engine
+            .relay_targets(relay)
+            .cloned()
+            .unwrap_or_default();
         let wanted = |e: &Event| -> bool {
             if e.kind.as_u16() == 30617 {
                 return targets.contains(&TargetKey::Discovery);
             }
-            e.tags.iter().any(|t| match t.as_slice() {
+            e.tags.iter().any(|t| {
+                match t.as_slice() {
                 [k, v, ..] if k == "a" || k == "A" || k == "q" => targets.iter().any(|x| {
                     matches!(x, TargetKey::Repo(c) if c.to_string() == *v)
                 }),
@@ -727,6 +775,7 @@ impl World {
                     matches!(x, TargetKey::Repo(c) if c.identifier == *v && c.author == e.pubkey)
                 }),
                 _ => false,
+            }
             })
         };
         r.events

@@ -14,20 +14,39 @@ fn run(world: &mut World) {
 }
 
 fn assert_converged(world: &World, what: &str) {
-    assert!(world.violations.is_empty(), "{what}: violations {:?}", world.violations);
+    assert!(
+        world.violations.is_empty(),
+        "{what}: violations {:?}",
+        world.violations
+    );
     for (url, _) in world.relays.iter() {
-        assert!(world.converged(url), "{what}: {url} did not converge: {:#?}",
-            world.engine.status().relays.iter().find(|r| &r.url == url));
+        assert!(
+            world.converged(url),
+            "{what}: {url} did not converge: {:#?}",
+            world.engine.status().relays.iter().find(|r| &r.url == url)
+        );
         let missing = world.missing_from(url);
-        assert!(missing.is_empty(), "{what}: {url} still holds {} events we lack", missing.len());
+        assert!(
+            missing.is_empty(),
+            "{what}: {url} still holds {} events we lack",
+            missing.len()
+        );
     }
     // Nothing unrelated was stored.
-    assert!(world.store.values().all(|e| e.kind.as_u16() != 1), "{what}: stored a note");
+    assert!(
+        world.store.values().all(|e| e.kind.as_u16() != 1),
+        "{what}: stored a note"
+    );
 }
 
 #[test]
 fn healthy_world_converges() {
-    let p = Params { harsh: false, outages: 0, restart: false, ..Params::default() };
+    let p = Params {
+        harsh: false,
+        outages: 0,
+        restart: false,
+        ..Params::default()
+    };
     let mut w = generate(1, &p);
     run(&mut w);
     assert_converged(&w, "healthy");
@@ -84,7 +103,10 @@ fn deep_history_behind_a_page_cap() {
     let relay = fixtures::url("wss://capped.example");
     w.add_relay(FakeRelay::new(
         relay.clone(),
-        Profile { page_cap: Some(100), ..Profile::default() },
+        Profile {
+            page_cap: Some(100),
+            ..Profile::default()
+        },
     ));
     let ann = announcement(1, "big", T0 - 10_000, &[relay.as_str()], true);
     w.seed(&relay, ann.clone());
@@ -92,13 +114,22 @@ fn deep_history_behind_a_page_cap() {
     let c = coord(1, "big");
     let mut first_root = None;
     for i in 0..1200u64 {
-        let r = root(1621, 10 + (i % 7) as u32, T0 - 100_000 + i * 10, &c, &format!("issue {i}"));
+        let r = root(
+            1621,
+            10 + (i % 7) as u32,
+            T0 - 100_000 + i * 10,
+            &c,
+            &format!("issue {i}"),
+        );
         first_root.get_or_insert(r.id);
         w.seed(&relay, r);
     }
     let root_id = first_root.unwrap();
     for i in 0..100u64 {
-        w.seed(&relay, comment(50, T0 - 50, &c, &root_id, &format!("burst {i}")));
+        w.seed(
+            &relay,
+            comment(50, T0 - 50, &c, &root_id, &format!("burst {i}")),
+        );
     }
     run(&mut w);
     assert_converged(&w, "deep history");
@@ -123,7 +154,10 @@ fn one_second_burst_larger_than_a_page() {
     let root_id = r.id;
     w.seed(&relay, r);
     for i in 0..700u64 {
-        w.seed(&relay, comment(50, T0 - 50, &c, &root_id, &format!("burst {i}")));
+        w.seed(
+            &relay,
+            comment(50, T0 - 50, &c, &root_id, &format!("burst {i}")),
+        );
     }
     run(&mut w);
     assert_converged(&w, "burst");
@@ -134,7 +168,10 @@ fn one_second_burst_larger_than_a_page() {
 /// a different seed gives a different one.
 #[test]
 fn determinism_survives_restarts() {
-    let p = Params { restart: true, ..Params::default() };
+    let p = Params {
+        restart: true,
+        ..Params::default()
+    };
     let logs: Vec<Vec<String>> = [7u64, 7, 8]
         .iter()
         .map(|s| {

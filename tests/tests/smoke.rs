@@ -2,7 +2,10 @@ use grasp_sync_core::{Command, Input};
 use grasp_sync_tests::fixtures::*;
 
 fn show(cs: &[Command]) -> String {
-    cs.iter().map(|c| serde_json::to_string(c).unwrap()).collect::<Vec<_>>().join("\n")
+    cs.iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -15,5 +18,8 @@ fn one_repo_smoke() {
     println!("--\n{}", show(&cs));
     let cs = d.eose_all(cs);
     println!("--\n{}", show(&cs));
-    println!("{}", serde_json::to_string_pretty(&d.engine.status()).unwrap());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&d.engine.status()).unwrap()
+    );
 }
