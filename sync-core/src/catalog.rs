@@ -141,7 +141,13 @@ impl Catalog {
                 }
             }
         }
-        self.roots.insert(id, RootEntry { author, repos: coords });
+        self.roots.insert(
+            id,
+            RootEntry {
+                author,
+                repos: coords,
+            },
+        );
         true
     }
 
@@ -160,7 +166,11 @@ impl Catalog {
             let coord = self.intern(c);
             let t = self.tombstones.entry(coord.clone()).or_insert(0);
             *t = (*t).max(created_at);
-            if self.repos.get(&coord).is_some_and(|e| e.created_at <= created_at) {
+            if self
+                .repos
+                .get(&coord)
+                .is_some_and(|e| e.created_at <= created_at)
+            {
                 self.remove_repo(&coord, deltas);
                 removed += 1;
             }
@@ -187,7 +197,10 @@ impl Catalog {
 
     /// The targets a relay should carry (without bootstrap discovery).
     pub fn relay_targets(&self, relay: &RelayUrl) -> impl Iterator<Item = &TargetKey> {
-        self.relay_refs.get(relay).into_iter().flat_map(|m| m.keys())
+        self.relay_refs
+            .get(relay)
+            .into_iter()
+            .flat_map(|m| m.keys())
     }
 
     /// Relays that carry at least one target, in order.
@@ -241,7 +254,12 @@ impl Catalog {
     }
 
     /// Restores a saved repo entry (snapshot load).
-    pub fn restore_repo(&mut self, coord: &RepoCoord, entry: RepoEntry, deltas: &mut Vec<TargetDelta>) {
+    pub fn restore_repo(
+        &mut self,
+        coord: &RepoCoord,
+        entry: RepoEntry,
+        deltas: &mut Vec<TargetDelta>,
+    ) {
         let coord = self.intern(coord);
         let old = self.repos.insert(coord.clone(), entry);
         self.retarget(&coord, old.as_ref(), deltas);
@@ -298,7 +316,12 @@ impl Catalog {
     }
 
     /// Moves a repo's targets from `old`'s relays to its current entry's.
-    fn retarget(&mut self, coord: &Arc<RepoCoord>, old: Option<&RepoEntry>, deltas: &mut Vec<TargetDelta>) {
+    fn retarget(
+        &mut self,
+        coord: &Arc<RepoCoord>,
+        old: Option<&RepoEntry>,
+        deltas: &mut Vec<TargetDelta>,
+    ) {
         let Some(new) = self.repos.get(coord).cloned() else {
             return;
         };
@@ -346,7 +369,12 @@ impl Catalog {
         }
     }
 
-    fn add_repo_refs(&mut self, relay: &RelayUrl, coord: &Arc<RepoCoord>, deltas: &mut Vec<TargetDelta>) {
+    fn add_repo_refs(
+        &mut self,
+        relay: &RelayUrl,
+        coord: &Arc<RepoCoord>,
+        deltas: &mut Vec<TargetDelta>,
+    ) {
         self.add_ref(relay, TargetKey::Discovery, deltas);
         self.add_ref(relay, TargetKey::Repo(coord.clone()), deltas);
         let roots: Vec<EventId> = self
@@ -359,7 +387,12 @@ impl Catalog {
         }
     }
 
-    fn del_repo_refs(&mut self, relay: &RelayUrl, coord: &Arc<RepoCoord>, deltas: &mut Vec<TargetDelta>) {
+    fn del_repo_refs(
+        &mut self,
+        relay: &RelayUrl,
+        coord: &Arc<RepoCoord>,
+        deltas: &mut Vec<TargetDelta>,
+    ) {
         let roots: Vec<EventId> = self
             .repo_roots
             .get(coord)
@@ -426,25 +459,43 @@ mod tests {
     }
 
     fn targets(c: &Catalog, relay: &str) -> Vec<String> {
-        c.relay_targets(&url(relay)).map(|t| t.to_string()).collect()
+        c.relay_targets(&url(relay))
+            .map(|t| t.to_string())
+            .collect()
     }
 
     #[test]
     fn newest_announcement_wins_and_moves_targets() {
         let mut c = Catalog::default();
         let mut d = Vec::new();
-        let old = parse(&announcement(1, "r", 100, &["wss://a.example", "wss://b.example"]));
-        assert_eq!(c.upsert_announcement(&old, true, &mut d), UpsertOutcome::Added);
+        let old = parse(&announcement(
+            1,
+            "r",
+            100,
+            &["wss://a.example", "wss://b.example"],
+        ));
+        assert_eq!(
+            c.upsert_announcement(&old, true, &mut d),
+            UpsertOutcome::Added
+        );
         assert_eq!(d.iter().filter(|x| x.added).count(), 4); // discovery + repo on a and b
         d.clear();
         let new = parse(&announcement(1, "r", 200, &["wss://a.example"]));
-        assert_eq!(c.upsert_announcement(&new, true, &mut d), UpsertOutcome::Replaced);
+        assert_eq!(
+            c.upsert_announcement(&new, true, &mut d),
+            UpsertOutcome::Replaced
+        );
         // Relay a keeps both targets (no churn); relay b loses both.
-        assert!(d.iter().all(|x| !x.added && x.relay == url("wss://b.example")));
+        assert!(d
+            .iter()
+            .all(|x| !x.added && x.relay == url("wss://b.example")));
         assert_eq!(d.len(), 2);
         assert!(targets(&c, "wss://b.example").is_empty());
         d.clear();
-        assert_eq!(c.upsert_announcement(&old, true, &mut d), UpsertOutcome::Stale);
+        assert_eq!(
+            c.upsert_announcement(&old, true, &mut d),
+            UpsertOutcome::Stale
+        );
         assert!(d.is_empty());
     }
 
@@ -454,10 +505,20 @@ mod tests {
         let mut d = Vec::new();
         let x = parse(&announcement(1, "r", 100, &["wss://a.example"]));
         let y = parse(&announcement(1, "r", 100, &["wss://b.example"]));
-        let (low, high) = if x.event_id < y.event_id { (x, y) } else { (y, x) };
+        let (low, high) = if x.event_id < y.event_id {
+            (x, y)
+        } else {
+            (y, x)
+        };
         c.upsert_announcement(&high, true, &mut d);
-        assert_eq!(c.upsert_announcement(&low, true, &mut d), UpsertOutcome::Replaced);
-        assert_eq!(c.upsert_announcement(&high, true, &mut d), UpsertOutcome::Stale);
+        assert_eq!(
+            c.upsert_announcement(&low, true, &mut d),
+            UpsertOutcome::Replaced
+        );
+        assert_eq!(
+            c.upsert_announcement(&high, true, &mut d),
+            UpsertOutcome::Stale
+        );
     }
 
     #[test]
@@ -469,7 +530,11 @@ mod tests {
         // A root seen before its repo is remembered and appears with it.
         assert!(c.add_root(i.id, i.pubkey, std::slice::from_ref(&r), &mut d));
         assert!(d.is_empty());
-        c.upsert_announcement(&parse(&announcement(1, "r", 100, &["wss://a.example"])), true, &mut d);
+        c.upsert_announcement(
+            &parse(&announcement(1, "r", 100, &["wss://a.example"])),
+            true,
+            &mut d,
+        );
         assert!(targets(&c, "wss://a.example").contains(&format!("root {}", i.id.to_hex())));
         assert!(c.is_tracked_root(&i.id));
         // The same root again changes nothing.
@@ -490,9 +555,15 @@ mod tests {
         assert!(!c.is_tracked_repo(&coord(1, "r")));
         assert!(targets(&c, "wss://a.example").is_empty());
         // A version from before the deletion stays deleted; a later one is new.
-        assert_eq!(c.upsert_announcement(&a, true, &mut d), UpsertOutcome::Deleted);
+        assert_eq!(
+            c.upsert_announcement(&a, true, &mut d),
+            UpsertOutcome::Deleted
+        );
         let later = parse(&announcement(1, "r", 400, &["wss://a.example"]));
-        assert_eq!(c.upsert_announcement(&later, true, &mut d), UpsertOutcome::Added);
+        assert_eq!(
+            c.upsert_announcement(&later, true, &mut d),
+            UpsertOutcome::Added
+        );
     }
 
     #[test]
@@ -505,7 +576,10 @@ mod tests {
         c.add_root(i.id, i.pubkey, &[coord(1, "r")], &mut d);
         assert_eq!(c.delete(&pk(9), 200, &[], &[i.id], &mut d), 1);
         assert!(!c.is_tracked_root(&i.id));
-        assert!(!c.add_root(i.id, i.pubkey, &[coord(1, "r")], &mut d), "deleted roots stay deleted");
+        assert!(
+            !c.add_root(i.id, i.pubkey, &[coord(1, "r")], &mut d),
+            "deleted roots stay deleted"
+        );
         assert_eq!(c.delete(&pk(1), 200, &[], &[e.id], &mut d), 1);
         assert!(c.relays().next().is_none());
     }
@@ -515,11 +589,33 @@ mod tests {
         let mut c = Catalog::default();
         let mut d = Vec::new();
         let m = pk(7).to_hex();
-        let e = ev(1, 100, 30617, &[&["d", "r"], &["relays", "wss://a.example"], &["maintainers", &m]]);
+        let e = ev(
+            1,
+            100,
+            30617,
+            &[
+                &["d", "r"],
+                &["relays", "wss://a.example"],
+                &["maintainers", &m],
+            ],
+        );
         c.upsert_announcement(&parse(&e), false, &mut d);
         assert!(d.is_empty());
         assert!(!c.may_publish_state(&pk(7), "r"));
-        c.upsert_announcement(&parse(&ev(1, 101, 30617, &[&["d", "r"], &["relays", "wss://a.example"], &["maintainers", &m]])), true, &mut d);
+        c.upsert_announcement(
+            &parse(&ev(
+                1,
+                101,
+                30617,
+                &[
+                    &["d", "r"],
+                    &["relays", "wss://a.example"],
+                    &["maintainers", &m],
+                ],
+            )),
+            true,
+            &mut d,
+        );
         assert!(c.may_publish_state(&pk(7), "r"));
         assert!(c.may_publish_state(&pk(1), "r"));
         assert!(!c.may_publish_state(&pk(8), "r"));

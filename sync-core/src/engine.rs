@@ -16,9 +16,13 @@ use crate::catalog::{Catalog, TargetDelta, UpsertOutcome};
 use crate::command::{Command, Input};
 use crate::config::Config;
 use crate::relay::{Ctx, EventCheck, Relay};
-use crate::snapshot::{SavedRelay, SavedRepo, SavedRoot, Snapshot, SnapshotError, SNAPSHOT_VERSION};
+use crate::snapshot::{
+    SavedRelay, SavedRepo, SavedRoot, Snapshot, SnapshotError, SNAPSHOT_VERSION,
+};
 use crate::status::{EngineCounters, RelayStatus, Status};
-use crate::types::{is_root_kind, parse_event_id, RepoCoord, TargetKey, Time, KIND_DELETION, KIND_REPO_ANNOUNCEMENT};
+use crate::types::{
+    is_root_kind, parse_event_id, RepoCoord, TargetKey, Time, KIND_DELETION, KIND_REPO_ANNOUNCEMENT,
+};
 use crate::url::{RelayUrl, ServiceId};
 
 /// How many distinct ignored items the engine remembers for reports.
@@ -130,9 +134,7 @@ impl Engine {
                 }
                 None => self.counters.events_from_unknown_relays += 1,
             },
-            Input::EventInvalid { relay } => {
-                self.with_relay(relay, now, |r, _, _| r.on_invalid())
-            }
+            Input::EventInvalid { relay } => self.with_relay(relay, now, |r, _, _| r.on_invalid()),
             Input::EventStored { relay, outcome } => {
                 self.with_relay(relay, now, |r, _, _| r.on_store(outcome))
             }
@@ -150,9 +152,11 @@ impl Engine {
             Input::Notice { relay, message } => {
                 self.with_relay(relay, now, |r, now, ctx| r.on_notice(message, now, ctx))
             }
-            Input::AuthChallenge { relay, challenge } => self.with_relay(relay, now, |r, now, ctx| {
-                r.on_auth_challenge(challenge, now, ctx)
-            }),
+            Input::AuthChallenge { relay, challenge } => {
+                self.with_relay(relay, now, |r, now, ctx| {
+                    r.on_auth_challenge(challenge, now, ctx)
+                })
+            }
             Input::AuthResult { relay, accepted } => self.with_relay(relay, now, |r, now, ctx| {
                 r.on_auth_result(accepted, now, ctx)
             }),
@@ -173,7 +177,12 @@ impl Engine {
     /// Whether an `EVENT` from `relay` on `subscription` is wanted: checks that
     /// the subscription is open and that the event matches one of its filters.
     /// Changes nothing; call before verifying the signature.
-    pub fn check_event(&self, relay: &RelayUrl, subscription: &SubscriptionId, event: &Event) -> EventCheck {
+    pub fn check_event(
+        &self,
+        relay: &RelayUrl,
+        subscription: &SubscriptionId,
+        event: &Event,
+    ) -> EventCheck {
         match self.relays.get(relay) {
             Some(r) => r.check_event(subscription, event),
             None => EventCheck::Unrequested,
@@ -181,7 +190,11 @@ impl Engine {
     }
 
     /// The filters of an open subscription.
-    pub fn subscription_filters(&self, relay: &RelayUrl, subscription: &SubscriptionId) -> Option<&[Filter]> {
+    pub fn subscription_filters(
+        &self,
+        relay: &RelayUrl,
+        subscription: &SubscriptionId,
+    ) -> Option<&[Filter]> {
         self.relays.get(relay)?.subscription_filters(subscription)
     }
 
@@ -258,7 +271,11 @@ impl Engine {
                 .map(|(c, at)| ((**c).clone(), *at))
                 .collect(),
             deleted_roots: self.catalog.deleted_roots().copied().collect(),
-            relays: self.relays.values().map(|r| SavedRelay::of(r, now)).collect(),
+            relays: self
+                .relays
+                .values()
+                .map(|r| SavedRelay::of(r, now))
+                .collect(),
         }
     }
 
@@ -282,10 +299,14 @@ impl Engine {
         }
         let mut deltas = Vec::new();
         for repo in snapshot.repos {
-            engine.catalog.restore_repo(&repo.coord, repo.entry, &mut deltas);
+            engine
+                .catalog
+                .restore_repo(&repo.coord, repo.entry, &mut deltas);
         }
         for root in snapshot.roots {
-            engine.catalog.add_root(root.id, root.author, &root.repos, &mut deltas);
+            engine
+                .catalog
+                .add_root(root.id, root.author, &root.repos, &mut deltas);
         }
         for saved in snapshot.relays {
             let confirmed: Vec<TargetKey> = saved
@@ -323,12 +344,19 @@ impl Engine {
             Ok(a) => a,
             Err(e) => {
                 self.counters.announcements_invalid += 1;
-                self.ignore("bad-announcement".to_owned(), format!("{}: {e}", event.id.to_hex()));
+                self.ignore(
+                    "bad-announcement".to_owned(),
+                    format!("{}: {e}", event.id.to_hex()),
+                );
                 return;
             }
         };
         // Listing our own service is what tracked announcements do: not news.
-        for ig in ann.ignored.iter().filter(|i| i.reason != IgnoreReason::OwnService) {
+        for ig in ann
+            .ignored
+            .iter()
+            .filter(|i| i.reason != IgnoreReason::OwnService)
+        {
             self.ignore(ig.reason.to_string(), ig.url.clone());
         }
         let tracked = self.config.archive || ann.lists_service;
@@ -337,7 +365,9 @@ impl Engine {
         }
         let mut deltas = Vec::new();
         match self.catalog.upsert_announcement(&ann, tracked, &mut deltas) {
-            UpsertOutcome::Added | UpsertOutcome::Replaced => self.counters.announcements_applied += 1,
+            UpsertOutcome::Added | UpsertOutcome::Replaced => {
+                self.counters.announcements_applied += 1
+            }
             UpsertOutcome::Stale => self.counters.announcements_stale += 1,
             UpsertOutcome::Deleted => self.counters.announcements_deleted += 1,
         }
@@ -358,7 +388,10 @@ impl Engine {
             })
             .collect();
         let mut deltas = Vec::new();
-        if self.catalog.add_root(event.id, event.pubkey, &repos, &mut deltas) {
+        if self
+            .catalog
+            .add_root(event.id, event.pubkey, &repos, &mut deltas)
+        {
             self.counters.roots_applied += 1;
         }
         self.apply(deltas, now);
@@ -379,9 +412,13 @@ impl Engine {
             }
         }
         let mut deltas = Vec::new();
-        let n = self
-            .catalog
-            .delete(&event.pubkey, event.created_at.as_secs(), &coords, &ids, &mut deltas);
+        let n = self.catalog.delete(
+            &event.pubkey,
+            event.created_at.as_secs(),
+            &coords,
+            &ids,
+            &mut deltas,
+        );
         self.counters.deletions_applied += n as u64;
         self.apply(deltas, now);
     }
@@ -447,7 +484,12 @@ impl Engine {
         }
     }
 
-    fn with_relay(&mut self, url: &RelayUrl, now: Time, f: impl FnOnce(&mut Relay, Time, &mut Ctx<'_>)) {
+    fn with_relay(
+        &mut self,
+        url: &RelayUrl,
+        now: Time,
+        f: impl FnOnce(&mut Relay, Time, &mut Ctx<'_>),
+    ) {
         let Some(relay) = self.relays.get_mut(url) else {
             self.counters.inputs_for_unknown_relays += 1;
             return;
@@ -579,7 +621,14 @@ mod tests {
         step(&mut e, ms, Input::AnnouncementSeen(&ann1));
         step(&mut e, ms + 1, Input::AnnouncementSeen(&ann2));
         step(&mut e, ms + 5, Input::Connected { relay: &a });
-        step(&mut e, ms + 6, Input::ConnectFailed { relay: &b, reason: "refused" });
+        step(
+            &mut e,
+            ms + 6,
+            Input::ConnectFailed {
+                relay: &b,
+                reason: "refused",
+            },
+        );
         step(&mut e, ms + 7, Input::RootEventSeen(&root));
         let mut t = ms + 10;
         while let Some(w) = e.next_wakeup() {
@@ -612,12 +661,21 @@ mod tests {
         assert_eq!(
             cs,
             vec![
-                Command::FetchRelayInfo { relay: url("wss://boot.example") },
-                Command::Connect { relay: url("wss://boot.example") },
+                Command::FetchRelayInfo {
+                    relay: url("wss://boot.example")
+                },
+                Command::Connect {
+                    relay: url("wss://boot.example")
+                },
             ],
             "the service itself is never a bootstrap relay"
         );
-        e.handle_input(Time::from_secs(T + 1), Input::Connected { relay: &url("wss://boot.example") });
+        e.handle_input(
+            Time::from_secs(T + 1),
+            Input::Connected {
+                relay: &url("wss://boot.example"),
+            },
+        );
         let cs = drain(&mut e);
         // Discovery only: live and historic `{"kinds":[30617]}`.
         assert_eq!(cs.len(), 2, "{cs:?}");
@@ -641,24 +699,65 @@ mod tests {
         let hist = cs
             .iter()
             .find_map(|c| match c {
-                Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } => Some(subscription.clone()),
+                Command::Subscribe {
+                    subscription,
+                    mode: SubscriptionMode::Historic,
+                    ..
+                } => Some(subscription.clone()),
                 _ => None,
             })
             .unwrap();
         let ours = issue(5, T - 10, &coord(1, "one"));
         let other = issue(5, T - 10, &coord(1, "unrelated"));
-        assert_eq!(e.check_event(&a, &hist, &ours), EventCheck::Accepted(SubscriptionMode::Historic));
+        assert_eq!(
+            e.check_event(&a, &hist, &ours),
+            EventCheck::Accepted(SubscriptionMode::Historic)
+        );
         assert_eq!(e.check_event(&a, &hist, &other), EventCheck::Unmatched);
         let never = SubscriptionId::new("never-opened");
         assert_eq!(e.check_event(&a, &never, &ours), EventCheck::Unrequested);
-        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &never, event: &ours });
-        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &hist, event: &other });
-        e.handle_input(Time::from_secs(T), Input::EventReceived { relay: &a, subscription: &hist, event: &ours });
+        e.handle_input(
+            Time::from_secs(T),
+            Input::EventReceived {
+                relay: &a,
+                subscription: &never,
+                event: &ours,
+            },
+        );
+        e.handle_input(
+            Time::from_secs(T),
+            Input::EventReceived {
+                relay: &a,
+                subscription: &hist,
+                event: &other,
+            },
+        );
+        e.handle_input(
+            Time::from_secs(T),
+            Input::EventReceived {
+                relay: &a,
+                subscription: &hist,
+                event: &ours,
+            },
+        );
         let st = e.status();
         let r = &st.relays[0];
-        assert_eq!((r.stats.events_received, r.stats.events_unrequested, r.stats.events_unmatched), (1, 1, 1));
+        assert_eq!(
+            (
+                r.stats.events_received,
+                r.stats.events_unrequested,
+                r.stats.events_unmatched
+            ),
+            (1, 1, 1)
+        );
         // An unknown relay is counted, not created.
-        e.handle_input(Time::from_secs(T), Input::Eose { relay: &url("wss://x.example"), subscription: &hist });
+        e.handle_input(
+            Time::from_secs(T),
+            Input::Eose {
+                relay: &url("wss://x.example"),
+                subscription: &hist,
+            },
+        );
         assert_eq!(e.status().counters.inputs_for_unknown_relays, 1);
     }
 
@@ -668,8 +767,12 @@ mod tests {
         let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
         assert!(e.check_acceptance(&ann).is_accept());
         e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
-        assert!(e.check_acceptance(&issue(4, T, &coord(1, "one"))).is_accept());
-        assert!(!e.check_acceptance(&issue(4, T, &coord(1, "two"))).is_accept());
+        assert!(e
+            .check_acceptance(&issue(4, T, &coord(1, "one")))
+            .is_accept());
+        assert!(!e
+            .check_acceptance(&issue(4, T, &coord(1, "two")))
+            .is_accept());
     }
 
     #[test]
@@ -691,8 +794,19 @@ mod tests {
         e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
         e.handle_input(Time::from_secs(T), Input::Connected { relay: &a });
         for c in drain(&mut e) {
-            if let Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } = c {
-                e.handle_input(Time::from_secs(T + 1), Input::Eose { relay: &a, subscription: &subscription });
+            if let Command::Subscribe {
+                subscription,
+                mode: SubscriptionMode::Historic,
+                ..
+            } = c
+            {
+                e.handle_input(
+                    Time::from_secs(T + 1),
+                    Input::Eose {
+                        relay: &a,
+                        subscription: &subscription,
+                    },
+                );
             }
         }
         let snap = e.snapshot();

@@ -60,7 +60,10 @@ impl Layer {
 
 /// The filter of `kind` over `targets` (all of the kind's layer), without
 /// paging fields. Values are sorted by `Filter`'s own sets.
-pub fn build_filter<'a>(kind: FilterKind, targets: impl IntoIterator<Item = &'a TargetKey>) -> Filter {
+pub fn build_filter<'a>(
+    kind: FilterKind,
+    targets: impl IntoIterator<Item = &'a TargetKey>,
+) -> Filter {
     let coords = |targets: &mut dyn Iterator<Item = &'a TargetKey>| -> BTreeSet<String> {
         targets
             .filter_map(|t| match t {
@@ -101,15 +104,11 @@ pub fn build_filter<'a>(kind: FilterKind, targets: impl IntoIterator<Item = &'a 
         FilterKind::RepoQ => {
             Filter::new().custom_tags(SingleLetterTag::LOWERCASE_Q, coords(&mut it))
         }
-        FilterKind::RootE => {
-            Filter::new().custom_tags(SingleLetterTag::LOWERCASE_E, ids(&mut it))
-        }
+        FilterKind::RootE => Filter::new().custom_tags(SingleLetterTag::LOWERCASE_E, ids(&mut it)),
         FilterKind::RootUpperE => {
             Filter::new().custom_tags(SingleLetterTag::UPPERCASE_E, ids(&mut it))
         }
-        FilterKind::RootQ => {
-            Filter::new().custom_tags(SingleLetterTag::LOWERCASE_Q, ids(&mut it))
-        }
+        FilterKind::RootQ => Filter::new().custom_tags(SingleLetterTag::LOWERCASE_Q, ids(&mut it)),
     }
 }
 

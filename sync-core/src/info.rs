@@ -114,7 +114,11 @@ impl Default for Budget {
 impl Budget {
     /// The budget for a relay: `defaults`, narrowed by its NIP-11 document and
     /// by a learned subscription cap. Every field is at least 1.
-    pub fn derive(defaults: &Budget, info: Option<&RelayInfo>, learned_max_subs: Option<u32>) -> Budget {
+    pub fn derive(
+        defaults: &Budget,
+        info: Option<&RelayInfo>,
+        learned_max_subs: Option<u32>,
+    ) -> Budget {
         let mut b = *defaults;
         if let Some(info) = info {
             if let Some(n) = info.max_subscriptions.filter(|n| *n > 0) {
@@ -172,7 +176,10 @@ mod tests {
     fn rejects_non_objects() {
         assert!(RelayInfo::from_nip11_json("[1]").is_err());
         assert!(RelayInfo::from_nip11_json("nope").is_err());
-        assert_eq!(RelayInfo::from_nip11_json("{}").unwrap(), RelayInfo::default());
+        assert_eq!(
+            RelayInfo::from_nip11_json("{}").unwrap(),
+            RelayInfo::default()
+        );
     }
 
     #[test]

@@ -252,7 +252,12 @@ mod tests {
 
     /// A relay holding `events` (id, created_at) that answers `limit`/`until`/`since`
     /// but silently caps pages at `cap`. Returns the ids fetched over the pass.
-    fn run(events: &[(u64, u64)], cap: u32, page_limit: u32, max_limit: u32) -> (BTreeSet<u64>, u32) {
+    fn run(
+        events: &[(u64, u64)],
+        cap: u32,
+        page_limit: u32,
+        max_limit: u32,
+    ) -> (BTreeSet<u64>, u32) {
         let mut sorted: Vec<(u64, u64)> = events.to_vec();
         sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut p = FilterPaging::new(None);
@@ -266,7 +271,9 @@ mod tests {
             let n = req.limit.min(cap) as usize;
             for (i, t) in sorted
                 .iter()
-                .filter(|(_, t)| req.until.is_none_or(|u| *t <= u) && req.since.is_none_or(|s| *t >= s))
+                .filter(|(_, t)| {
+                    req.until.is_none_or(|u| *t <= u) && req.since.is_none_or(|s| *t >= s)
+                })
                 .take(n)
             {
                 got.insert(*i);

@@ -1547,10 +1547,19 @@ mod tests {
             let mut e = Engine::new(c);
             let now = Time::from_secs(T);
             for i in 0..repos {
-                let ann = announcement((i % 250) as u8 + 1, &format!("r{i}"), T - 100, &["wss://a.example"]);
+                let ann = announcement(
+                    (i % 250) as u8 + 1,
+                    &format!("r{i}"),
+                    T - 100,
+                    &["wss://a.example"],
+                );
                 e.handle_input(now, Input::AnnouncementSeen(&ann));
             }
-            let mut rig = Rig { e, now, relay: url("wss://a.example") };
+            let mut rig = Rig {
+                e,
+                now,
+                relay: url("wss://a.example"),
+            };
             rig.drain();
             rig
         }
@@ -1581,9 +1590,11 @@ mod tests {
         fn historic(cs: &[Command]) -> Vec<SubscriptionId> {
             cs.iter()
                 .filter_map(|c| match c {
-                    Command::Subscribe { subscription, mode: SubscriptionMode::Historic, .. } => {
-                        Some(subscription.clone())
-                    }
+                    Command::Subscribe {
+                        subscription,
+                        mode: SubscriptionMode::Historic,
+                        ..
+                    } => Some(subscription.clone()),
                     _ => None,
                 })
                 .collect()
@@ -1591,7 +1602,11 @@ mod tests {
 
         fn closed(&mut self, sub: &SubscriptionId, msg: &str) -> Vec<Command> {
             let r = self.relay.clone();
-            self.input(Input::Closed { relay: &r, subscription: sub, message: msg })
+            self.input(Input::Closed {
+                relay: &r,
+                subscription: sub,
+                message: msg,
+            })
         }
     }
 
@@ -1602,12 +1617,18 @@ mod tests {
         let mut delays = Vec::new();
         let mut t = 0u64;
         for _ in 0..40 {
-            rig.input(Input::ConnectFailed { relay: &r, reason: "refused" });
+            rig.input(Input::ConnectFailed {
+                relay: &r,
+                reason: "refused",
+            });
             let next = rig.e.next_wakeup().unwrap();
             delays.push(next.since(rig.now).as_secs());
             t = next.as_secs() - T;
             let cs = rig.at_time(next);
-            assert!(cs.contains(&Command::Connect { relay: r.clone() }), "retried at {t}");
+            assert!(
+                cs.contains(&Command::Connect { relay: r.clone() }),
+                "retried at {t}"
+            );
         }
         // 5 s doubling with ±20% jitter, capped at 1 h; then once a day.
         assert!((4..=6).contains(&delays[0]), "{delays:?}");
@@ -1615,8 +1636,14 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= 25 * 3600));
         assert!(delays.contains(&3600) || delays.iter().any(|d| (2880..=3600).contains(d)));
         assert!(t > 24 * 3600, "ran past a day of failures: {t}");
-        assert!(*delays.last().unwrap() >= 20 * 3600, "dead relays retry daily: {delays:?}");
-        rig.input(Input::ConnectFailed { relay: &r, reason: "refused" });
+        assert!(
+            *delays.last().unwrap() >= 20 * 3600,
+            "dead relays retry daily: {delays:?}"
+        );
+        rig.input(Input::ConnectFailed {
+            relay: &r,
+            reason: "refused",
+        });
         assert_eq!(rig.e.status().relays[0].state, RelayState::Dead);
     }
 
@@ -1624,9 +1651,19 @@ mod tests {
     fn connect_attempts_time_out() {
         let mut rig = Rig::new(1, |_| {});
         let cs = rig.at(30);
-        assert!(cs.contains(&Command::Disconnect { relay: rig.relay.clone() }), "{cs:?}");
+        assert!(
+            cs.contains(&Command::Disconnect {
+                relay: rig.relay.clone()
+            }),
+            "{cs:?}"
+        );
         let cs = rig.at(60);
-        assert!(cs.contains(&Command::Connect { relay: rig.relay.clone() }), "{cs:?}");
+        assert!(
+            cs.contains(&Command::Connect {
+                relay: rig.relay.clone()
+            }),
+            "{cs:?}"
+        );
     }
 
     #[test]
@@ -1635,7 +1672,10 @@ mod tests {
         let r = rig.relay.clone();
         rig.input(Input::RelayInfo {
             relay: &r,
-            info: RelayInfo { max_subscriptions: Some(3), ..RelayInfo::default() },
+            info: RelayInfo {
+                max_subscriptions: Some(3),
+                ..RelayInfo::default()
+            },
         });
         let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
         let mut todo = rig.connect();
@@ -1657,7 +1697,10 @@ mod tests {
                 assert!(open.len() <= 3, "{open:?}");
             }
             for sub in Rig::historic(&todo) {
-                next.extend(rig.input(Input::Eose { relay: &r, subscription: &sub }));
+                next.extend(rig.input(Input::Eose {
+                    relay: &r,
+                    subscription: &sub,
+                }));
             }
             todo = next;
         }
@@ -1672,12 +1715,19 @@ mod tests {
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
         let cs = rig.closed(&sub, "rate-limited: slow down");
-        assert!(Rig::historic(&cs).is_empty(), "nothing during the cool-down");
+        assert!(
+            Rig::historic(&cs).is_empty(),
+            "nothing during the cool-down"
+        );
         let st = rig.e.status();
         assert_eq!(st.relays[0].cooldown_until, Some(Time::from_secs(T + 65)));
         assert_eq!(st.relays[0].learned_max_subscriptions, Some(2));
         assert!(Rig::historic(&rig.at(64)).is_empty());
-        assert_eq!(Rig::historic(&rig.at(65)).len(), 1, "the same work again after 65 s");
+        assert_eq!(
+            Rig::historic(&rig.at(65)).len(),
+            1,
+            "the same work again after 65 s"
+        );
     }
 
     #[test]
@@ -1690,7 +1740,9 @@ mod tests {
         assert_eq!(st.relays[0].given_up.get(&GiveUpReason::Refused), Some(&2));
         assert!(Rig::historic(&rig.at(3600)).is_empty());
         let resync = st.relays[0].next_resync.unwrap();
-        assert!(resync >= Time::from_secs(T + 23 * 3600) && resync <= Time::from_secs(T + 25 * 3600));
+        assert!(
+            resync >= Time::from_secs(T + 23 * 3600) && resync <= Time::from_secs(T + 25 * 3600)
+        );
         assert_eq!(Rig::historic(&rig.at_time(resync)).len(), 1);
     }
 
@@ -1717,16 +1769,27 @@ mod tests {
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
         rig.closed(&sub, "auth-required: who are you");
-        assert_eq!(rig.e.status().relays[0].given_up.get(&GiveUpReason::AuthRequired), Some(&2));
+        assert_eq!(
+            rig.e.status().relays[0]
+                .given_up
+                .get(&GiveUpReason::AuthRequired),
+            Some(&2)
+        );
 
         let mut rig = Rig::new(1, |c| c.auth_enabled = true);
         let r = rig.relay.clone();
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
-        rig.input(Input::AuthChallenge { relay: &r, challenge: "abc" });
+        rig.input(Input::AuthChallenge {
+            relay: &r,
+            challenge: "abc",
+        });
         let cs = rig.closed(&sub, "auth-required: sign in");
         assert!(Rig::historic(&cs).is_empty(), "waits for AUTH: {cs:?}");
-        let cs = rig.input(Input::AuthResult { relay: &r, accepted: true });
+        let cs = rig.input(Input::AuthResult {
+            relay: &r,
+            accepted: true,
+        });
         assert_eq!(Rig::historic(&cs).len(), 1, "resent after AUTH: {cs:?}");
     }
 
@@ -1735,8 +1798,17 @@ mod tests {
         let mut rig = Rig::new(1, |c| c.auth_enabled = true);
         let r = rig.relay.clone();
         rig.connect();
-        let cs = rig.input(Input::AuthChallenge { relay: &r, challenge: "xyz" });
-        assert_eq!(cs, vec![Command::Authenticate { relay: r, challenge: "xyz".into() }]);
+        let cs = rig.input(Input::AuthChallenge {
+            relay: &r,
+            challenge: "xyz",
+        });
+        assert_eq!(
+            cs,
+            vec![Command::Authenticate {
+                relay: r,
+                challenge: "xyz".into()
+            }]
+        );
     }
 
     #[test]
@@ -1745,11 +1817,23 @@ mod tests {
         let r = rig.relay.clone();
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
-        let cs = rig.input(Input::Notice { relay: &r, message: "ERROR: too many concurrent REQs" });
-        assert!(cs.contains(&Command::Unsubscribe { relay: r.clone(), subscription: sub }), "{cs:?}");
+        let cs = rig.input(Input::Notice {
+            relay: &r,
+            message: "ERROR: too many concurrent REQs",
+        });
+        assert!(
+            cs.contains(&Command::Unsubscribe {
+                relay: r.clone(),
+                subscription: sub
+            }),
+            "{cs:?}"
+        );
         assert!(rig.e.status().relays[0].cooldown_until.is_some());
         // Chatter is not a refusal.
-        rig.input(Input::Notice { relay: &r, message: "hello" });
+        rig.input(Input::Notice {
+            relay: &r,
+            message: "hello",
+        });
         assert_eq!(rig.e.status().relays[0].stats.notices, 2);
     }
 
@@ -1761,17 +1845,36 @@ mod tests {
         let live = cs
             .iter()
             .find_map(|c| match c {
-                Command::Subscribe { subscription, mode: SubscriptionMode::Live, .. } => Some(subscription.clone()),
+                Command::Subscribe {
+                    subscription,
+                    mode: SubscriptionMode::Live,
+                    ..
+                } => Some(subscription.clone()),
                 _ => None,
             })
             .unwrap();
         let i = issue(7, T - 5, &coord(1, "r0"));
         rig.input(Input::RootEventSeen(&i));
         let cs = rig.at(1);
-        assert_eq!(cs.first(), Some(&Command::Unsubscribe { relay: r.clone(), subscription: live.clone() }), "{cs:?}");
+        assert_eq!(
+            cs.first(),
+            Some(&Command::Unsubscribe {
+                relay: r.clone(),
+                subscription: live.clone()
+            }),
+            "{cs:?}"
+        );
         let new_live: Vec<&Command> = cs
             .iter()
-            .filter(|c| matches!(c, Command::Subscribe { mode: SubscriptionMode::Live, .. }))
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Subscribe {
+                        mode: SubscriptionMode::Live,
+                        ..
+                    }
+                )
+            })
             .collect();
         assert_eq!(new_live.len(), 1);
         assert_eq!(Rig::historic(&cs).len(), 1, "one REQ for the new root");
@@ -1788,7 +1891,13 @@ mod tests {
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
         let cs = rig.at(60);
-        assert!(cs.contains(&Command::Unsubscribe { relay: r.clone(), subscription: sub }), "{cs:?}");
+        assert!(
+            cs.contains(&Command::Unsubscribe {
+                relay: r.clone(),
+                subscription: sub
+            }),
+            "{cs:?}"
+        );
         let retried_at = (61..120).find(|s| !Rig::historic(&rig.at(*s)).is_empty());
         // First retry after 5 s ± 20 %.
         assert!(matches!(retried_at, Some(64..=67)), "{retried_at:?}");

@@ -100,8 +100,16 @@ impl RelayStatus {
             state: r.state(),
             bootstrap: r.bootstrap,
             targets: r.targets.len(),
-            repos: r.targets.iter().filter(|t| matches!(t, TargetKey::Repo(_))).count(),
-            roots: r.targets.iter().filter(|t| matches!(t, TargetKey::Root(_))).count(),
+            repos: r
+                .targets
+                .iter()
+                .filter(|t| matches!(t, TargetKey::Repo(_)))
+                .count(),
+            roots: r
+                .targets
+                .iter()
+                .filter(|t| matches!(t, TargetKey::Root(_)))
+                .count(),
             confirmed: r.confirmed.len(),
             pending: r.pending_targets().len(),
             given_up,

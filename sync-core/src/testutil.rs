@@ -23,9 +23,21 @@ pub fn ev(author: u8, created_at: u64, kind: u16, tags: &[&[&str]]) -> Event {
             .map(|t| Tag::parse(t.iter().copied()).expect("valid tag"))
             .collect(),
     );
-    let (pk, at, kind) = (pk(author), Timestamp::from_secs(created_at), Kind::from(kind));
+    let (pk, at, kind) = (
+        pk(author),
+        Timestamp::from_secs(created_at),
+        Kind::from(kind),
+    );
     let id = EventId::compute(&pk, &at, &kind, &tags, "");
-    Event::new(id, pk, at, kind, tags, "", Signature::from_byte_array([1; 64]))
+    Event::new(
+        id,
+        pk,
+        at,
+        kind,
+        tags,
+        "",
+        Signature::from_byte_array([1; 64]),
+    )
 }
 
 pub fn announcement(author: u8, d: &str, created_at: u64, relays: &[&str]) -> Event {

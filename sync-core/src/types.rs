@@ -55,12 +55,18 @@ impl Time {
 
     /// `self + d`, saturating.
     pub fn plus(self, d: Duration) -> Self {
-        Time(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+        Time(
+            self.0
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// `self - d`, saturating at the epoch.
     pub fn minus(self, d: Duration) -> Self {
-        Time(self.0.saturating_sub(d.as_millis().min(u64::MAX as u128) as u64))
+        Time(
+            self.0
+                .saturating_sub(d.as_millis().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
