@@ -44,6 +44,11 @@ mod testutil;
 pub mod types;
 pub mod url;
 
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use acceptance::{check_acceptance, AcceptanceContext, Verdict};
 pub use command::{Command, Input, SubscriptionMode};
 pub use config::{Config, Timing};
