@@ -47,6 +47,13 @@ pub trait AcceptanceContext {
     /// True when `author` may publish repository state for `identifier`: it is
     /// the author or a maintainer of a tracked repo with that `d` identifier.
     fn may_publish_state(&self, author: &PublicKey, identifier: &str) -> bool;
+    /// The author of the tracked repo whose current announcement is `id`, if
+    /// any (a deletion request by that author may name the repo by id).
+    /// Defaults to none.
+    fn tracked_announcement_author(&self, id: &EventId) -> Option<PublicKey> {
+        let _ = id;
+        None
+    }
 }
 
 /// The outcome of [`check_acceptance`].
@@ -198,6 +205,16 @@ pub fn check_acceptance(event: &Event, ctx: &impl AcceptanceContext) -> Verdict 
                 Verdict::Accept(AcceptReason::TagsRepo)
             } else if tags_tracked_root(event, ctx) {
                 Verdict::Accept(AcceptReason::TagsRoot)
+            } else if event.kind.as_u16() == crate::types::KIND_DELETION
+                && event.tags.iter().any(|t| match t.as_slice() {
+                    [k, v, ..] if k == "e" => crate::types::parse_event_id(v)
+                        .and_then(|id| ctx.tracked_announcement_author(&id))
+                        == Some(event.pubkey),
+                    _ => false,
+                })
+            {
+                // A deletion request naming a tracked announcement by its id.
+                Verdict::Accept(AcceptReason::TagsRepo)
             } else {
                 Verdict::Reject(RejectReason::Unrelated)
             }

@@ -78,6 +78,8 @@ pub struct Catalog {
     maintainers: BTreeMap<(PublicKey, String), u32>,
     /// relay → target → number of reasons it is wanted there.
     relay_refs: BTreeMap<RelayUrl, BTreeMap<TargetKey, u32>>,
+    /// Id of each known repo's winning announcement.
+    announcement_ids: BTreeMap<EventId, Arc<RepoCoord>>,
 }
 
 impl Catalog {
@@ -115,6 +117,10 @@ impl Catalog {
             maintainers: ann.maintainers.clone(),
         };
         let old = self.repos.insert(coord.clone(), new);
+        if let Some(old) = &old {
+            self.announcement_ids.remove(&old.event_id);
+        }
+        self.announcement_ids.insert(ann.event_id, coord.clone());
         self.retarget(&coord, old.as_ref(), deltas);
         outcome
     }
@@ -177,10 +183,10 @@ impl Catalog {
         }
         for id in ids {
             let by_announcement = self
-                .repos
-                .iter()
-                .find(|(c, e)| e.event_id == *id && c.author == *author)
-                .map(|(c, e)| (c.clone(), e.created_at));
+                .announcement_ids
+                .get(id)
+                .filter(|c| c.author == *author)
+                .and_then(|c| self.repos.get(c).map(|e| (c.clone(), e.created_at)));
             if let Some((coord, at)) = by_announcement {
                 let t = self.tombstones.entry(coord.clone()).or_insert(0);
                 *t = (*t).max(at);
@@ -261,6 +267,7 @@ impl Catalog {
         deltas: &mut Vec<TargetDelta>,
     ) {
         let coord = self.intern(coord);
+        self.announcement_ids.insert(entry.event_id, coord.clone());
         let old = self.repos.insert(coord.clone(), entry);
         self.retarget(&coord, old.as_ref(), deltas);
     }
@@ -290,10 +297,29 @@ impl Catalog {
         Arc::new(coord.clone())
     }
 
+    /// Removes a deleted repo, and the root events that belonged to it alone
+    /// (an index must not keep what nothing can use).
     fn remove_repo(&mut self, coord: &Arc<RepoCoord>, deltas: &mut Vec<TargetDelta>) {
         if let Some(old) = self.repos.remove(coord) {
+            self.announcement_ids.remove(&old.event_id);
             self.untarget(coord, &old, deltas);
         }
+        for id in self.repo_roots.remove(coord).unwrap_or_default() {
+            if let Some(root) = self.roots.get_mut(&id) {
+                root.repos.retain(|c| c != coord);
+                if root.repos.is_empty() {
+                    self.roots.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The author of the tracked repo whose winning announcement is `id`.
+    pub fn tracked_announcement_author(&self, id: &EventId) -> Option<PublicKey> {
+        self.announcement_ids
+            .get(id)
+            .filter(|c| self.is_tracked_repo(c))
+            .map(|c| c.author)
     }
 
     fn remove_root(&mut self, id: EventId, deltas: &mut Vec<TargetDelta>) {

@@ -189,13 +189,14 @@ impl Engine {
         }
     }
 
-    /// The filters of an open subscription.
+    /// The filters of an open subscription, rebuilt from the engine's state
+    /// (the engine keeps no copy of what it sent).
     pub fn subscription_filters(
         &self,
         relay: &RelayUrl,
         subscription: &SubscriptionId,
-    ) -> Option<&[Filter]> {
-        self.relays.get(relay)?.subscription_filters(subscription)
+    ) -> Option<Vec<Filter>> {
+        self.relays.get(relay)?.subscription_filters(subscription, &self.config)
     }
 
     /// Would the service accept this event (GRASP acceptance)?
@@ -584,6 +585,10 @@ impl AcceptanceContext for Engine {
     fn may_publish_state(&self, author: &PublicKey, identifier: &str) -> bool {
         self.catalog.may_publish_state(author, identifier)
     }
+
+    fn tracked_announcement_author(&self, id: &EventId) -> Option<PublicKey> {
+        self.catalog.tracked_announcement_author(id)
+    }
 }
 
 #[cfg(test)]
@@ -773,6 +778,19 @@ mod tests {
         assert!(!e
             .check_acceptance(&issue(4, T, &coord(1, "two")))
             .is_accept());
+    }
+
+    #[test]
+    fn deletion_by_announcement_id_is_accepted_and_applied() {
+        let mut e = engine();
+        let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        let stranger = crate::testutil::ev(2, T, 5, &[&["e", &ann.id.to_hex()]]);
+        assert!(!e.check_acceptance(&stranger).is_accept());
+        let del = crate::testutil::ev(1, T, 5, &[&["e", &ann.id.to_hex()]]);
+        assert!(e.check_acceptance(&del).is_accept());
+        e.handle_input(Time::from_secs(T), Input::DeletionSeen(&del));
+        assert_eq!(e.status().repos, 0);
     }
 
     #[test]

@@ -7,7 +7,14 @@ use nostr::event::Kind;
 use nostr::filter::{Filter, SingleLetterTag};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Layer, TargetKey, KIND_REPO_ANNOUNCEMENT, KIND_REPO_STATE};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use nostr::event::Event;
+
+use crate::types::{
+    parse_event_id, Layer, RepoCoord, TargetKey, KIND_REPO_ANNOUNCEMENT, KIND_REPO_STATE,
+};
 
 /// One filter shape of a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,7 +74,7 @@ pub fn build_filter<'a>(
     let coords = |targets: &mut dyn Iterator<Item = &'a TargetKey>| -> BTreeSet<String> {
         targets
             .filter_map(|t| match t {
-                TargetKey::Repo(c) => Some(c.to_string()),
+                TargetKey::Repo(c) => Some(c.as_str().to_owned()),
                 _ => None,
             })
             .collect()
@@ -112,6 +119,43 @@ pub fn build_filter<'a>(
     }
 }
 
+/// Whether `event` matches the filter of `kind` over `targets`, ignoring the
+/// time bounds and `limit` (paging hints, not acceptance rules). Equivalent to
+/// `build_filter(kind, targets).match_event(..)` without building the filter.
+pub fn matches(kind: FilterKind, targets: &BTreeSet<TargetKey>, event: &Event) -> bool {
+    let tag_values = |name: &'static str| {
+        event.tags.iter().filter_map(move |t| match t.as_slice() {
+            [k, v, ..] if k == name => Some(v.as_str()),
+            _ => None,
+        })
+    };
+    let has_coord = |name: &'static str| {
+        tag_values(name).any(|v| {
+            RepoCoord::from_str(v).is_ok_and(|c| targets.contains(&TargetKey::Repo(Arc::new(c))))
+        })
+    };
+    let has_root = |name: &'static str| {
+        tag_values(name).any(|v| parse_event_id(v).is_some_and(|id| targets.contains(&TargetKey::Root(id))))
+    };
+    match kind {
+        FilterKind::Announcements => event.kind.as_u16() == KIND_REPO_ANNOUNCEMENT,
+        FilterKind::RepoState => {
+            event.kind.as_u16() == KIND_REPO_STATE
+                && tag_values("d").any(|d| {
+                    targets
+                        .iter()
+                        .any(|t| matches!(t, TargetKey::Repo(c) if c.identifier == d))
+                })
+        }
+        FilterKind::RepoA => has_coord("a"),
+        FilterKind::RepoUpperA => has_coord("A"),
+        FilterKind::RepoQ => has_coord("q"),
+        FilterKind::RootE => has_root("e"),
+        FilterKind::RootUpperE => has_root("E"),
+        FilterKind::RootQ => has_root("q"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +181,44 @@ mod tests {
         assert!(q.starts_with(r##"{"#q":["##), "{q}");
         let upper = build_filter(FilterKind::RepoUpperA, ts.iter()).as_json();
         assert!(upper.starts_with(r##"{"#A":["##), "{upper}");
+    }
+
+    #[test]
+    fn matching_agrees_with_the_built_filter() {
+        use crate::testutil::{coord as c, ev, issue};
+        use nostr::filter::MatchEventOptions;
+        let opts = MatchEventOptions {
+            since: false,
+            until: false,
+            nip50: false,
+            ..MatchEventOptions::new()
+        };
+        let repo = TargetKey::Repo(Arc::new(c(1, "r")));
+        let i = issue(5, 10, &c(1, "r"));
+        let root = TargetKey::Root(i.id);
+        let repos = BTreeSet::from([repo]);
+        let roots = BTreeSet::from([root]);
+        let events = [
+            i.clone(),
+            issue(5, 10, &c(1, "other")),
+            ev(1, 10, 30618, &[&["d", "r"]]),
+            ev(2, 10, 30618, &[&["d", "x"]]),
+            ev(3, 10, 30617, &[&["d", "r"]]),
+            ev(3, 10, 1111, &[&["A", &c(1, "r").to_string()], &["E", &i.id.to_hex()]]),
+            ev(3, 10, 1630, &[&["e", &i.id.to_hex(), "", "root"]]),
+            ev(3, 10, 1, &[&["q", &i.id.to_hex()]]),
+            ev(3, 10, 1, &[&["q", &c(1, "r").to_string()]]),
+            ev(3, 10, 1, &[&["a", "30617:zz:r"]]),
+        ];
+        for e in &events {
+            for layer in [Layer::Discovery, Layer::Repo, Layer::Root] {
+                let set = if layer == Layer::Root { &roots } else { &repos };
+                for kind in layer.filter_kinds() {
+                    let built = build_filter(*kind, set.iter()).match_event(e, opts);
+                    assert_eq!(matches(*kind, set, e), built, "{kind:?} {}", e.as_json());
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use nostr::event::Event;
-use nostr::filter::{Filter, MatchEventOptions};
+use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
+use nostr::types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, SubscriptionMode};
 use crate::config::Config;
-use crate::filters::{build_filter, FilterKind};
+use crate::filters::{build_filter, matches, FilterKind};
 use crate::info::{Budget, RelayInfo};
 use crate::paging::FilterPaging;
 use crate::rng::Rng;
@@ -198,8 +199,20 @@ struct HistoricReq {
     packs: Vec<Pack>,
     /// Filter `i` of the REQ is `packs[sent[i].0].filters[sent[i].1]`.
     sent: Vec<(usize, usize)>,
-    filters: Vec<Filter>,
     last_activity: Time,
+}
+
+impl HistoricReq {
+    /// Indexes (into `sent`) of the page's filters that `event` matches.
+    /// Matching works on the packs' target sets: the engine keeps no copy of
+    /// the filters it sent.
+    fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = usize> + 'a {
+        self.sent.iter().enumerate().filter_map(move |(i, (pi, fi))| {
+            let p = self.packs.get(*pi)?;
+            let (kind, _) = p.filters.get(*fi)?;
+            matches(*kind, &p.targets, event).then_some(i)
+        })
+    }
 }
 
 /// A live subscription: packs of targets, kept stable so that adding a target
@@ -208,8 +221,8 @@ struct HistoricReq {
 struct LiveGroup {
     sub: SubscriptionId,
     packs: Vec<(Layer, BTreeSet<TargetKey>)>,
-    /// Filters of the REQ on the wire, when open.
-    filters: Vec<Filter>,
+    /// `since` of the REQ on the wire, when open.
+    since: Option<Timestamp>,
     open: bool,
     dirty: bool,
     refused: bool,
@@ -220,6 +233,23 @@ struct LiveGroup {
 impl LiveGroup {
     fn filter_count(&self) -> usize {
         self.packs.iter().map(|(l, _)| l.filter_kinds().len()).sum()
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        self.packs.iter().any(|(layer, set)| {
+            layer.filter_kinds().iter().any(|k| matches(*k, set, event))
+        })
+    }
+
+    /// The REQ's filters: `limit: 0` (nothing stored) and the group's `since`.
+    fn filters(&self, since: Timestamp) -> Vec<Filter> {
+        let mut out = Vec::with_capacity(self.filter_count());
+        for (layer, set) in &self.packs {
+            for kind in layer.filter_kinds() {
+                out.push(build_filter(*kind, set.iter()).since(since).limit(0));
+            }
+        }
+        out
     }
 }
 
@@ -250,7 +280,7 @@ pub struct Relay {
     auth: Auth,
     /// Live subscriptions recently replaced by an update: their late events
     /// are still ours, their late CLOSED is stale.
-    retired: VecDeque<(SubscriptionId, Vec<Filter>, Time)>,
+    retired: VecDeque<(SubscriptionId, Time)>,
     /// REQs sent and not yet answered, most recent last (for NOTICE attribution).
     unanswered: Vec<SubscriptionId>,
     next_sub: u64,
@@ -273,17 +303,7 @@ fn layer_index(l: Layer) -> usize {
     }
 }
 
-const MATCH: MatchEventOptions = MatchEventOptions {
-    id: true,
-    author: true,
-    kind: true,
-    tags: true,
-    // Time bounds are paging hints, not acceptance rules: a back-dated event
-    // that arrives live is still ours.
-    since: false,
-    until: false,
-    nip50: false,
-};
+
 
 impl Relay {
     /// A new relay, due to connect at `now`.
@@ -376,33 +396,43 @@ impl Relay {
             .sum()
     }
 
-    /// The filters of an open subscription.
-    pub(crate) fn subscription_filters(&self, sub: &SubscriptionId) -> Option<&[Filter]> {
+    /// The filters of an open subscription, rebuilt from its targets.
+    pub(crate) fn subscription_filters(&self, sub: &SubscriptionId, config: &Config) -> Option<Vec<Filter>> {
         if let Some(req) = self.active.get(sub) {
-            return Some(&req.filters);
+            let budget = self.budget(config);
+            return Some(
+                req.sent
+                    .iter()
+                    .filter_map(|(pi, fi)| {
+                        let p = req.packs.get(*pi)?;
+                        let (kind, paging) = p.filters.get(*fi)?;
+                        Some(paging.apply(build_filter(*kind, p.targets.iter()), budget.page_limit))
+                    })
+                    .collect(),
+            );
         }
-        self.live
-            .iter()
-            .find(|g| g.open && g.sub == *sub)
-            .map(|g| g.filters.as_slice())
+        let g = self.live.iter().find(|g| g.open && g.sub == *sub)?;
+        Some(g.filters(g.since.unwrap_or_default()))
     }
 
     /// Would an event for `sub` be accepted? (No state change.)
     pub(crate) fn check_event(&self, sub: &SubscriptionId, event: &Event) -> EventCheck {
         if let Some(req) = self.active.get(sub) {
-            if req.filters.iter().any(|f| f.match_event(event, MATCH)) {
+            if req.matching(event).next().is_some() {
                 return EventCheck::Accepted(SubscriptionMode::Historic);
             }
             return EventCheck::Unmatched;
         }
-        let filters = match self.live.iter().find(|g| g.open && g.sub == *sub) {
-            Some(g) => &g.filters,
-            None => match self.retired.iter().find(|(s, _, _)| s == sub) {
-                Some((_, f, _)) => f,
-                None => return EventCheck::Unrequested,
-            },
+        let live_hit = match self.live.iter().find(|g| g.open && g.sub == *sub) {
+            Some(g) => g.matches(event),
+            // A live REQ replaced by an update: its late events are judged
+            // against what we follow live now.
+            None if self.retired.iter().any(|(s, _)| s == sub) => {
+                self.live.iter().any(|g| g.matches(event))
+            }
+            None => return EventCheck::Unrequested,
         };
-        if filters.iter().any(|f| f.match_event(event, MATCH)) {
+        if live_hit {
             EventCheck::Accepted(SubscriptionMode::Live)
         } else {
             EventCheck::Unmatched
@@ -636,7 +666,7 @@ impl Relay {
         self.live.push(LiveGroup {
             sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
             packs: vec![(layer, BTreeSet::from([target.clone()]))],
-            filters: Vec::new(),
+            since: None,
             open: false,
             dirty: true,
             refused: false,
@@ -657,20 +687,6 @@ impl Relay {
                 g.dirty = true;
             }
         }
-    }
-
-    /// Live filters: `limit: 0` (nothing stored), and `since` a little before
-    /// now, because relays apply `since` to new events too and a publisher's
-    /// clock that runs a few minutes slow must not hide its events from us.
-    fn live_filters(g: &LiveGroup, now: Time, margin: Duration) -> Vec<Filter> {
-        let since = now.minus(margin).timestamp();
-        let mut out = Vec::new();
-        for (layer, set) in &g.packs {
-            for kind in layer.filter_kinds() {
-                out.push(build_filter(*kind, set.iter()).since(since).limit(0));
-            }
-        }
-        out
     }
 
     // ----- lifecycle -------------------------------------------------------
@@ -825,7 +841,39 @@ impl Relay {
 
     pub(crate) fn on_info(&mut self, info: RelayInfo, now: Time, ctx: &mut Ctx<'_>) {
         self.info = Some(info);
+        self.repack_live(now, ctx);
         self.pump(now, ctx);
+    }
+
+    /// Rebuilds the live groups when they no longer fit the budget (limits
+    /// learned after they were packed): close them and pack again.
+    fn repack_live(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let budget = self.budget(ctx.config);
+        let fits = self.live.iter().all(|g| {
+            g.filter_count() <= budget.max_filters_per_req as usize
+                && g.packs.iter().all(|(l, set)| set.len() <= l.pack_capacity(budget.max_values_per_filter))
+        });
+        if fits {
+            return;
+        }
+        let mut targets = Vec::new();
+        for g in std::mem::take(&mut self.live) {
+            if g.open {
+                self.unanswered.retain(|s| *s != g.sub);
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: g.sub.clone(),
+                });
+            }
+            targets.extend(g.packs.into_iter().flat_map(|(_, set)| set));
+        }
+        targets.sort();
+        for t in &targets {
+            self.live_add(t, now, ctx.config);
+        }
+        for g in &mut self.live {
+            g.retry_at = now;
+        }
     }
 
     // ----- timers ----------------------------------------------------------
@@ -1008,7 +1056,14 @@ impl Relay {
             if !g.open && open >= live_cap {
                 continue;
             }
-            let filters = Self::live_filters(g, now, ctx.config.timing.live_since_margin);
+            // `since` a little before now: relays apply it to new events too,
+            // and a publisher whose clock runs a few minutes slow must not be
+            // missed. An update keeps the `since` of the REQ it replaces.
+            let since = match (g.open, g.since) {
+                (true, Some(since)) => since,
+                _ => now.minus(ctx.config.timing.live_since_margin).timestamp(),
+            };
+            let filters = g.filters(since);
             if g.open {
                 // An update goes out under a fresh id, after closing the old
                 // one: a late CLOSED or EVENT for the old REQ can then never be
@@ -1017,9 +1072,8 @@ impl Relay {
                     relay: self.url.clone(),
                     subscription: g.sub.clone(),
                 });
-                let old = std::mem::take(&mut g.filters);
                 self.unanswered.retain(|s| *s != g.sub);
-                self.retired.push_back((g.sub.clone(), old, now));
+                self.retired.push_back((g.sub.clone(), now));
                 if self.retired.len() > MAX_RETIRED {
                     self.retired.pop_front();
                 }
@@ -1030,7 +1084,7 @@ impl Relay {
             g.sub = SubscriptionId::new(format!("live-{}", self.next_sub));
             g.open = true;
             g.dirty = false;
-            g.filters = filters.clone();
+            g.since = Some(since);
             self.unanswered.push(g.sub.clone());
             ctx.out.push_back(Command::Subscribe {
                 relay: self.url.clone(),
@@ -1093,18 +1147,17 @@ impl Relay {
         let mut req = HistoricReq {
             packs,
             sent: Vec::new(),
-            filters: Vec::new(),
             last_activity: now,
         };
-        Self::fill_page(&mut req, budget);
-        self.send_req(sub, req, now, ctx);
+        let filters = Self::fill_page(&mut req, budget);
+        self.send_req(sub, req, filters, now, ctx);
         true
     }
 
     /// Builds the next page's filters for every unfinished filter of the REQ.
-    fn fill_page(req: &mut HistoricReq, budget: &Budget) {
+    fn fill_page(req: &mut HistoricReq, budget: &Budget) -> Vec<Filter> {
         req.sent.clear();
-        req.filters.clear();
+        let mut filters = Vec::new();
         for (pi, p) in req.packs.iter_mut().enumerate() {
             if p.targets.is_empty() {
                 continue;
@@ -1115,16 +1168,18 @@ impl Relay {
                 }
                 paging.start_page();
                 let base = build_filter(*kind, p.targets.iter());
-                req.filters.push(paging.apply(base, budget.page_limit));
+                filters.push(paging.apply(base, budget.page_limit));
                 req.sent.push((pi, fi));
             }
         }
+        filters
     }
 
     fn send_req(
         &mut self,
         sub: SubscriptionId,
         mut req: HistoricReq,
+        filters: Vec<Filter>,
         now: Time,
         ctx: &mut Ctx<'_>,
     ) {
@@ -1135,7 +1190,7 @@ impl Relay {
         ctx.out.push_back(Command::Subscribe {
             relay: self.url.clone(),
             subscription: sub.clone(),
-            filters: req.filters.clone(),
+            filters,
             mode: SubscriptionMode::Historic,
         });
         self.active.insert(sub, req);
@@ -1164,10 +1219,8 @@ impl Relay {
                 if mode == SubscriptionMode::Historic {
                     if let Some(req) = self.active.get_mut(sub) {
                         req.last_activity = now;
-                        for (i, f) in req.filters.iter().enumerate() {
-                            if !f.match_event(event, MATCH) {
-                                continue;
-                            }
+                        let hits: Vec<usize> = req.matching(event).collect();
+                        for i in hits {
                             if let Some((pi, fi)) = req.sent.get(i).copied() {
                                 if let Some((_, paging)) =
                                     req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi))
@@ -1228,8 +1281,8 @@ impl Relay {
             // one, and pages are strictly sequential (sent after EOSE), so no
             // late message of the previous page can be confused with this one.
             req.packs = remaining;
-            Self::fill_page(&mut req, &budget);
-            self.send_req(sub.clone(), req, now, ctx);
+            let filters = Self::fill_page(&mut req, &budget);
+            self.send_req(sub.clone(), req, filters, now, ctx);
         }
         self.pump(now, ctx);
     }

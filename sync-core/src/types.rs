@@ -100,33 +100,88 @@ pub fn is_root_kind(kind: u16) -> bool {
 }
 
 /// The coordinate of a repository announcement: `30617:<author-hex>:<d>`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Its text form is computed once and kept: filters name coordinates by text,
+/// and one coordinate appears in many filters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "RawCoord", into = "RawCoord")]
 pub struct RepoCoord {
     /// Author of the announcement.
     pub author: PublicKey,
     /// The `d` identifier.
     pub identifier: String,
+    text: Box<str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawCoord {
+    author: PublicKey,
+    identifier: String,
+}
+
+impl From<RawCoord> for RepoCoord {
+    fn from(raw: RawCoord) -> Self {
+        RepoCoord::new(raw.author, raw.identifier)
+    }
+}
+
+impl From<RepoCoord> for RawCoord {
+    fn from(c: RepoCoord) -> Self {
+        RawCoord {
+            author: c.author,
+            identifier: c.identifier,
+        }
+    }
 }
 
 impl RepoCoord {
     /// A coordinate from its parts.
     pub fn new(author: PublicKey, identifier: impl Into<String>) -> Self {
+        let identifier = identifier.into();
+        let text = format!("{}:{}:{}", KIND_REPO_ANNOUNCEMENT, author.to_hex(), identifier).into();
         RepoCoord {
             author,
-            identifier: identifier.into(),
+            identifier,
+            text,
         }
+    }
+
+    /// The text form, `30617:<author-hex>:<d>`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for RepoCoord {
+    fn eq(&self, other: &Self) -> bool {
+        self.author == other.author && self.identifier == other.identifier
+    }
+}
+
+impl Eq for RepoCoord {}
+
+impl PartialOrd for RepoCoord {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RepoCoord {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.author.as_bytes(), &self.identifier).cmp(&(other.author.as_bytes(), &other.identifier))
+    }
+}
+
+impl std::hash::Hash for RepoCoord {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.author.as_bytes().hash(state);
+        self.identifier.hash(state);
     }
 }
 
 impl fmt::Display for RepoCoord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}",
-            KIND_REPO_ANNOUNCEMENT,
-            self.author.to_hex(),
-            self.identifier
-        )
+        f.write_str(&self.text)
     }
 }
 
