@@ -228,7 +228,13 @@ struct LiveGroup {
     refused: bool,
     retry_at: Time,
     attempts: u32,
+    /// A small group for targets added while live: updating it is cheap.
+    tail: bool,
 }
+
+/// Values per filter in a tail group: an update resends at most this many
+/// values per filter instead of a whole dense group.
+const TAIL_VALUES: usize = 10;
 
 impl LiveGroup {
     fn filter_count(&self) -> usize {
@@ -630,14 +636,88 @@ impl Relay {
 
     // ----- live ------------------------------------------------------------
 
+    /// Places a target in a live group. While the relay is live, new targets
+    /// go to small *tail* groups, so that one new repo or root resends a few
+    /// values, not a whole dense group; when no subscription slot is left for
+    /// another tail, the tails are folded into the dense groups (one larger
+    /// update, once per many additions).
     fn live_add(&mut self, target: &TargetKey, now: Time, config: &Config) {
+        let budget = self.budget(config);
+        let live = self.live.iter().any(|g| g.open);
+        if live && target.layer() != Layer::Discovery {
+            if self.add_to_tail(target, now, config, &budget) {
+                return;
+            }
+            // No slot for another tail: fold them into the dense groups.
+            let folded: Vec<TargetKey> = self
+                .live
+                .iter_mut()
+                .filter(|g| g.tail)
+                .flat_map(|g| {
+                    g.dirty = true;
+                    std::mem::take(&mut g.packs).into_iter().flat_map(|(_, set)| set)
+                })
+                .collect();
+            for t in &folded {
+                self.add_dense(t, now, config, &budget);
+            }
+        }
+        self.add_dense(target, now, config, &budget);
+    }
+
+    fn add_to_tail(&mut self, target: &TargetKey, now: Time, config: &Config, budget: &Budget) -> bool {
+        let batch_at = now.plus(config.timing.batch_delay);
+        let layer = target.layer();
+        let need = layer.filter_kinds().len();
+        let max_filters = budget.max_filters_per_req as usize;
+        if let Some(g) = self.live.iter_mut().rev().find(|g| g.tail && !g.refused && !g.packs.is_empty()) {
+            let placed = if let Some((_, set)) = g
+                .packs
+                .iter_mut()
+                .find(|(l, set)| *l == layer && set.len() < TAIL_VALUES)
+            {
+                set.insert(target.clone());
+                true
+            } else if g.packs.iter().all(|(l, _)| *l != layer) && g.filter_count() + need <= max_filters {
+                g.packs.push((layer, BTreeSet::from([target.clone()])));
+                true
+            } else {
+                false
+            };
+            if placed {
+                g.dirty = true;
+                g.retry_at = g.retry_at.max(batch_at);
+                return true;
+            }
+        }
+        let live_cap = (budget.max_subscriptions as usize).saturating_sub(1).max(1);
+        let groups = self.live.iter().filter(|g| !g.packs.is_empty()).count();
+        if groups >= live_cap {
+            return false;
+        }
+        self.next_sub += 1;
+        self.live.push(LiveGroup {
+            sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
+            packs: vec![(layer, BTreeSet::from([target.clone()]))],
+            since: None,
+            open: false,
+            dirty: true,
+            refused: false,
+            retry_at: batch_at,
+            attempts: 0,
+            tail: true,
+        });
+        true
+    }
+
+    /// Packs a target densely: into the first dense group with room.
+    fn add_dense(&mut self, target: &TargetKey, now: Time, config: &Config, budget: &Budget) {
         // Updates of an open live subscription are batched like new history.
         let batch_at = now.plus(config.timing.batch_delay);
-        let budget = self.budget(config);
         let layer = target.layer();
         let cap = layer.pack_capacity(budget.max_values_per_filter);
         let max_filters = budget.max_filters_per_req as usize;
-        for g in &mut self.live {
+        for g in self.live.iter_mut().filter(|g| !g.tail) {
             if let Some((_, set)) = g
                 .packs
                 .iter_mut()
@@ -652,7 +732,7 @@ impl Relay {
             }
         }
         let need = layer.filter_kinds().len();
-        for g in &mut self.live {
+        for g in self.live.iter_mut().filter(|g| !g.tail) {
             if g.filter_count() + need <= max_filters {
                 g.packs.push((layer, BTreeSet::from([target.clone()])));
                 g.dirty = true;
@@ -672,6 +752,7 @@ impl Relay {
             refused: false,
             retry_at: Time::ZERO,
             attempts: 0,
+            tail: false,
         });
     }
 
@@ -1019,7 +1100,7 @@ impl Relay {
         } else {
             1
         };
-        self.flush_live(now, live_cap, ctx);
+        self.flush_live(now, live_cap, max, ctx);
         if self.auth_blocks() {
             return;
         }
@@ -1033,7 +1114,9 @@ impl Relay {
         }
     }
 
-    fn flush_live(&mut self, now: Time, live_cap: usize, ctx: &mut Ctx<'_>) {
+    /// Sends live updates and opens live groups: at most `live_cap` live
+    /// groups, and never past `max` subscriptions with the historic ones.
+    fn flush_live(&mut self, now: Time, live_cap: usize, max: usize, ctx: &mut Ctx<'_>) {
         let mut open = self.live.iter().filter(|g| g.open).count();
         // Close open groups beyond the cap, and groups that became empty.
         for g in self.live.iter_mut().rev() {
@@ -1053,7 +1136,7 @@ impl Relay {
             if !g.dirty || g.refused || g.retry_at > now || g.packs.is_empty() {
                 continue;
             }
-            if !g.open && open >= live_cap {
+            if !g.open && (open >= live_cap || open + self.active.len() >= max) {
                 continue;
             }
             // `since` a little before now: relays apply it to new events too,
@@ -1891,50 +1974,93 @@ mod tests {
     }
 
     #[test]
-    fn live_update_uses_a_fresh_id_and_closes_the_old() {
+    fn live_additions_go_to_a_small_tail_updated_under_fresh_ids() {
         let mut rig = Rig::new(1, |_| {});
         let r = rig.relay.clone();
         let cs = rig.connect();
-        let live = cs
-            .iter()
-            .find_map(|c| match c {
-                Command::Subscribe {
-                    subscription,
-                    mode: SubscriptionMode::Live,
-                    ..
-                } => Some(subscription.clone()),
-                _ => None,
-            })
-            .unwrap();
-        let i = issue(7, T - 5, &coord(1, "r0"));
-        rig.input(Input::RootEventSeen(&i));
+        let live = |cs: &[Command]| -> Vec<(SubscriptionId, usize)> {
+            cs.iter()
+                .filter_map(|c| match c {
+                    Command::Subscribe { subscription, mode: SubscriptionMode::Live, filters, .. } => {
+                        Some((subscription.clone(), filters.len()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let dense = live(&cs)[0].0.clone();
+        // A new root while live: a tail subscription of its own (3 filters),
+        // the dense group untouched.
+        rig.input(Input::RootEventSeen(&issue(7, T - 5, &coord(1, "r0"))));
         let cs = rig.at(1);
+        let tail = live(&cs);
+        assert_eq!(tail.len(), 1, "{cs:?}");
+        assert_eq!(tail[0].1, 3);
+        assert!(!cs.iter().any(|c| matches!(c, Command::Unsubscribe { .. })), "{cs:?}");
+        assert_eq!(Rig::historic(&cs).len(), 1, "one REQ for the new root");
+        // The next root updates the tail: old id closed first, a fresh id opened.
+        rig.input(Input::RootEventSeen(&issue(8, T - 4, &coord(1, "r0"))));
+        let cs = rig.at(2);
         assert_eq!(
             cs.first(),
-            Some(&Command::Unsubscribe {
-                relay: r.clone(),
-                subscription: live.clone()
-            }),
+            Some(&Command::Unsubscribe { relay: r.clone(), subscription: tail[0].0.clone() }),
             "{cs:?}"
         );
-        let new_live: Vec<&Command> = cs
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    Command::Subscribe {
-                        mode: SubscriptionMode::Live,
-                        ..
+        let updated = live(&cs);
+        assert_eq!(updated.len(), 1);
+        assert_ne!(updated[0].0, tail[0].0);
+        assert_ne!(updated[0].0, dense);
+        // A late CLOSED for the old tail id changes nothing.
+        let open = rig.e.status().relays[0].open_subscriptions;
+        rig.closed(&tail[0].0, "error: whatever");
+        assert_eq!(rig.e.status().relays[0].open_subscriptions, open);
+    }
+
+    #[test]
+    fn tails_fold_into_dense_groups_when_slots_run_out() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        rig.input(Input::RelayInfo {
+            relay: &r,
+            info: RelayInfo { max_subscriptions: Some(3), ..RelayInfo::default() },
+        });
+        let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+        let mut answer = |rig: &mut Rig, first: Vec<Command>| {
+            let mut todo = first;
+            while !todo.is_empty() {
+                for c in &todo {
+                    match c {
+                        Command::Subscribe { subscription, .. } => {
+                            open.insert(subscription.clone());
+                        }
+                        Command::Unsubscribe { subscription, .. } => {
+                            open.remove(subscription);
+                        }
+                        _ => {}
                     }
-                )
-            })
-            .collect();
-        assert_eq!(new_live.len(), 1);
-        assert_eq!(Rig::historic(&cs).len(), 1, "one REQ for the new root");
-        // A late CLOSED for the old id changes nothing.
-        let st = rig.e.status().relays[0].open_subscriptions;
-        rig.closed(&live, "error: whatever");
-        assert_eq!(rig.e.status().relays[0].open_subscriptions, st);
+                    assert!(open.len() <= 3, "{open:?}");
+                }
+                let mut next = Vec::new();
+                for sub in Rig::historic(&todo) {
+                    next.extend(rig.input(Input::Eose { relay: &r, subscription: &sub }));
+                }
+                todo = next;
+            }
+        };
+        let cs = rig.connect();
+        answer(&mut rig, cs);
+        for i in 0..40u64 {
+            let cs = rig.input(Input::RootEventSeen(&issue(9, T - 100 + i, &coord(1, "r0"))));
+            answer(&mut rig, cs);
+            let cs = rig.at(i + 2);
+            answer(&mut rig, cs);
+        }
+        let cs = rig.at(100);
+        answer(&mut rig, cs);
+        let st = rig.e.status();
+        assert_eq!(st.relays[0].live_uncovered, 0, "every target is followed live");
+        assert!(st.relays[0].open_subscriptions <= 2);
+        assert_eq!(st.relays[0].confirmed, 42);
     }
 
     #[test]

@@ -322,10 +322,11 @@ fn split_authority(authority: &str) -> (&str, Option<u16>) {
 ///
 /// Only built by [`RelayUrl::parse`] (also through `FromStr`, `TryFrom<String>`
 /// and deserialisation), so its text always follows the module's
-/// normalisation rules. Ordering is the byte order of that text.
+/// normalisation rules. Ordering is the byte order of that text. The text is
+/// shared, so a clone (relay URLs are keys everywhere) costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RelayUrl(String);
+pub struct RelayUrl(std::sync::Arc<str>);
 
 impl RelayUrl {
     /// Parses and normalises a relay URL (see the module documentation).
@@ -351,7 +352,7 @@ impl RelayUrl {
         if out.len() > MAX_URL_LEN {
             return Err(UrlError::TooLong { len: out.len() });
         }
-        Ok(RelayUrl(out))
+        Ok(RelayUrl(out.into()))
     }
 
     /// The normalised URL text.
@@ -479,7 +480,7 @@ impl TryFrom<String> for RelayUrl {
 
 impl From<RelayUrl> for String {
     fn from(url: RelayUrl) -> String {
-        url.0
+        url.0.to_string()
     }
 }
 
@@ -577,7 +578,7 @@ impl ServiceId {
         } else {
             out.push_str(&self.0);
         }
-        RelayUrl(out)
+        RelayUrl(out.into())
     }
 }
 
