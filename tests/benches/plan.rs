@@ -11,8 +11,10 @@
 //! - EOSE drain: answering EOSE to every historic REQ (empty relays) until no
 //!   historic work is pending;
 //! - incremental: 1,000 more announcements, one at a time, on connected
-//!   relays whose history is done (their EOSEs are answered outside the timed
-//!   section, so slots stay free);
+//!   relays whose history is done. The engine holds new work for its batch
+//!   delay, so each announcement is fed at its own time and the tick that
+//!   sends its work is timed with it (the input alone is reported too); the
+//!   EOSEs of its REQs are answered outside the timed section;
 //! - REQs and filters per relay, from the commands of plan and drain;
 //! - heap bytes per repo, from a counting global allocator: live heap bytes
 //!   after the full plan (and after the drain) minus those before the engine
@@ -66,7 +68,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -90,7 +95,7 @@ const SEED: u64 = 0x6772_6173_702d_3032;
 struct SplitMix(u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -99,7 +104,7 @@ impl SplitMix {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -126,7 +131,13 @@ fn sub_number(sub: &SubscriptionId) -> u32 {
 
 /// `count` announcements by authors `first..`, each listing 3 distinct relays
 /// drawn from `choices` (pool indices).
-fn announcements(rng: &mut SplitMix, first: u32, count: usize, choices: &[usize], used: &mut BTreeSet<usize>) -> Vec<Event> {
+fn announcements(
+    rng: &mut SplitMix,
+    first: u32,
+    count: usize,
+    choices: &[usize],
+    used: &mut BTreeSet<usize>,
+) -> Vec<Event> {
     let urls: Vec<String> = (0..POOL).map(pool_url).collect();
     (0..count)
         .map(|i| {
@@ -140,7 +151,13 @@ fn announcements(rng: &mut SplitMix, first: u32, count: usize, choices: &[usize]
             used.extend(&picked);
             let relays: Vec<&str> = picked.iter().map(|r| urls[*r].as_str()).collect();
             let author = first + i as u32;
-            announcement(author, &format!("repo-{author}"), T0 - 86_400, &relays, true)
+            announcement(
+                author,
+                &format!("repo-{author}"),
+                T0 - 86_400,
+                &relays,
+                true,
+            )
         })
         .collect()
 }
@@ -155,8 +172,8 @@ struct PerRelay {
     historic_filters_max: u32,
     live_reqs: u32,
     live_filters_max: u32,
-    /// Distinct live subscription numbers seen (up to 16).
-    live_ids: [u32; 16],
+    /// Distinct live subscription numbers seen (up to 32).
+    live_ids: [u32; 32],
     live_id_count: usize,
     live_id_overflow: bool,
 }
@@ -189,8 +206,16 @@ impl Sink {
             + self.historic.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
+    /// Zeroes the counters (the live ids seen are kept).
     fn reset_stats(&mut self) {
-        self.per_relay.iter_mut().for_each(|p| *p = PerRelay::default());
+        for p in &mut self.per_relay {
+            *p = PerRelay {
+                live_ids: p.live_ids,
+                live_id_count: p.live_id_count,
+                live_id_overflow: p.live_id_overflow,
+                ..PerRelay::default()
+            };
+        }
     }
 
     /// Drains the engine; returns the number of commands.
@@ -248,6 +273,32 @@ impl Sink {
 
 // ----- one run ---------------------------------------------------------------
 
+/// Heap bytes of one copy of the filters of every subscription the engine
+/// holds open (its own copy is the same size): live ones by the ids the sink
+/// saw, historic ones still waiting for EOSE.
+fn open_filter_bytes(engine: &Engine, sink: &Sink, pool: &[RelayUrl]) -> isize {
+    let mut ids: Vec<(usize, String)> = Vec::new();
+    for (r, p) in sink.per_relay.iter().enumerate() {
+        for id in &p.live_ids[..p.live_id_count] {
+            ids.push((r, format!("live-{id}")));
+        }
+    }
+    for (r, s) in &sink.historic {
+        ids.push((*r as usize, format!("hist-{s}")));
+    }
+    let mut total = 0;
+    for (r, id) in ids {
+        let sub = SubscriptionId::new(id);
+        if let Some(filters) = engine.subscription_filters(&pool[r], &sub) {
+            let before = live_bytes();
+            let copy = filters.to_vec();
+            total += live_bytes() - before;
+            drop(copy);
+        }
+    }
+    total
+}
+
 struct Figures {
     n: usize,
     relays: usize,
@@ -257,6 +308,7 @@ struct Figures {
     drain: Duration,
     eose_inputs: usize,
     incr_mean_us: f64,
+    incr_input_mean_us: f64,
     incr_p99_us: f64,
     incr_max_us: f64,
     incr_cmds_mean: f64,
@@ -265,6 +317,9 @@ struct Figures {
     incr_live_max: usize,
     bytes_plan: isize,
     bytes_live: isize,
+    filter_bytes_plan: isize,
+    filter_bytes_live: isize,
+    filter_bytes_incr: isize,
     bytes_incr: isize,
     hist_reqs: (f64, u32),
     filters_per_hist_req: (f64, u32),
@@ -304,6 +359,7 @@ fn run(n: usize) -> Figures {
         .collect();
     let mut incr_times: Vec<Duration> = Vec::with_capacity(INCREMENTAL);
     let mut incr_cmds: Vec<usize> = Vec::with_capacity(INCREMENTAL);
+    let mut incr_input_times: Vec<Duration> = Vec::with_capacity(INCREMENTAL);
     let mut sink = Sink::new(64 * POOL + n);
     let reserved = sink.reserved_bytes();
     let now = Time::from_secs(T0);
@@ -327,8 +383,13 @@ fn run(n: usize) -> Figures {
     let connect = t_connect.elapsed();
     let plan = start.elapsed();
     let commands_plan = sink.commands;
-    assert_eq!(sink.reserved_bytes(), reserved, "the sink grew during the plan");
+    assert_eq!(
+        sink.reserved_bytes(),
+        reserved,
+        "the sink grew during the plan"
+    );
     let heap_plan = live_bytes();
+    let filters_plan = open_filter_bytes(&engine, &sink, &pool);
 
     // --- EOSE drain: empty relays, until nothing historic is pending.
     let t_drain = Instant::now();
@@ -350,8 +411,13 @@ fn run(n: usize) -> Figures {
     let drain = t_drain.elapsed();
     let commands_drain = sink.commands - commands_plan;
     sink.historic.clear();
-    assert_eq!(sink.reserved_bytes(), reserved, "the sink grew during the drain");
+    assert_eq!(
+        sink.reserved_bytes(),
+        reserved,
+        "the sink grew during the drain"
+    );
     let heap_live = live_bytes();
+    let filters_live = open_filter_bytes(&engine, &sink, &pool);
 
     let stats: Vec<PerRelay> = used.iter().map(|r| sink.per_relay[*r]).collect();
     let status = engine.status();
@@ -360,25 +426,39 @@ fn run(n: usize) -> Figures {
     drop(status);
     sink.reset_stats();
 
-    // --- incremental announcements on live relays.
+    // --- incremental announcements on live relays. The engine holds new work
+    // for `batch_delay` so that work found together shares one REQ: each
+    // announcement is fed at its own time, and the tick at the end of the
+    // delay (which sends its work) is timed with it.
+    let batch_delay = engine.config().timing.batch_delay;
     let mut incr_historic_max = 0;
     let mut incr_live_max = 0;
+    let mut clock = now.plus(Duration::from_secs(10));
     for a in &extra {
         let before = sink.historic.len();
         let live_before: u32 = sink.per_relay.iter().map(|p| p.live_reqs).sum();
         let t = Instant::now();
-        engine.handle_input(now, Input::AnnouncementSeen(a));
-        let cmds = sink.drain(&mut engine);
+        engine.handle_input(clock, Input::AnnouncementSeen(a));
+        let mut cmds = sink.drain(&mut engine);
+        let input_only = t.elapsed();
+        let due = clock.plus(batch_delay);
+        while let Some(w) = engine.next_wakeup().filter(|w| *w <= due) {
+            clock = w.max(clock);
+            engine.handle_input(clock, Input::Tick);
+            cmds += sink.drain(&mut engine);
+        }
         incr_times.push(t.elapsed());
+        incr_input_times.push(input_only);
         incr_cmds.push(cmds);
         let live_after: u32 = sink.per_relay.iter().map(|p| p.live_reqs).sum();
         incr_live_max = incr_live_max.max((live_after - live_before) as usize);
         incr_historic_max = incr_historic_max.max(sink.historic.len() - before);
         // Answer the new historic REQs outside the timed section.
+        clock = due;
         while before < sink.historic.len() {
             let (r, s) = sink.historic.remove(before);
             engine.handle_input(
-                now,
+                clock,
                 Input::Eose {
                     relay: &pool[r as usize],
                     subscription: &subs[s as usize],
@@ -386,8 +466,16 @@ fn run(n: usize) -> Figures {
             );
             sink.drain(&mut engine);
         }
+        clock = clock.plus(Duration::from_secs(1));
     }
     let heap_incr = live_bytes();
+    assert!(
+        sink.per_relay.iter().all(|p| !p.live_id_overflow),
+        "over 32 live subscription ids on a relay"
+    );
+    let filters_incr = open_filter_bytes(&engine, &sink, &pool);
+    let incr_pending = engine.status().totals.pending;
+    assert_eq!(incr_pending, 0, "incremental work left pending");
     let repos_total = (n + INCREMENTAL) as isize;
 
     let mut sorted = incr_times.clone();
@@ -395,6 +483,8 @@ fn run(n: usize) -> Figures {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let p99 = sorted[(sorted.len() * 99).div_ceil(100) - 1];
     let incr_mean_us = sorted.iter().map(|d| us(*d)).sum::<f64>() / sorted.len() as f64;
+    let incr_input_mean_us =
+        incr_input_times.iter().map(|d| us(*d)).sum::<f64>() / incr_input_times.len() as f64;
     let (incr_cmds_mean, incr_cmds_max) = mean_max(incr_cmds.iter().map(|c| *c as u32));
 
     let fig = Figures {
@@ -406,6 +496,7 @@ fn run(n: usize) -> Figures {
         drain,
         eose_inputs,
         incr_mean_us,
+        incr_input_mean_us,
         incr_p99_us: us(p99),
         incr_max_us: us(*sorted.last().expect("samples")),
         incr_cmds_mean,
@@ -414,16 +505,26 @@ fn run(n: usize) -> Figures {
         incr_live_max,
         bytes_plan: (heap_plan - heap0) / n as isize,
         bytes_live: (heap_live - heap0) / n as isize,
+        filter_bytes_plan: filters_plan / n as isize,
+        filter_bytes_live: filters_live / n as isize,
+        filter_bytes_incr: filters_incr / repos_total,
         bytes_incr: (heap_incr - heap0) / repos_total,
         hist_reqs: mean_max(stats.iter().map(|p| p.historic_reqs)),
         filters_per_hist_req: {
             let reqs: u32 = stats.iter().map(|p| p.historic_reqs).sum();
             let filters: u32 = stats.iter().map(|p| p.historic_filters).sum();
-            let max = stats.iter().map(|p| p.historic_filters_max).max().unwrap_or(0);
+            let max = stats
+                .iter()
+                .map(|p| p.historic_filters_max)
+                .max()
+                .unwrap_or(0);
             (f64::from(filters) / f64::from(reqs.max(1)), max)
         },
         live_subs: {
-            assert!(stats.iter().all(|p| !p.live_id_overflow), "over 16 live subscriptions on a relay");
+            assert!(
+                stats.iter().all(|p| !p.live_id_overflow),
+                "over 32 live subscription ids on a relay"
+            );
             let (mean, max) = mean_max(stats.iter().map(|p| p.live_id_count as u32));
             (mean, max as usize)
         },
@@ -446,14 +547,30 @@ fn ms(d: Duration) -> String {
 fn main() {
     // `cargo bench` passes `--bench`; a test run (`cargo test --benches`)
     // does not, and then a small size is enough to check the bench works.
+    // `PLAN_BENCH_SIZES=100000` (comma-separated) picks sizes, for profiling.
     let bench = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if bench { &[1_000, 10_000, 100_000] } else { &[1_000] };
+    let sizes: Vec<usize> = match std::env::var("PLAN_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("PLAN_BENCH_SIZES: comma-separated numbers")
+            })
+            .collect(),
+        Err(_) if bench => vec![1_000, 10_000, 100_000],
+        Err(_) => vec![1_000],
+    };
     println!("grasp-sync planning benchmark: {POOL} relays in the pool, {RELAYS_PER_ANNOUNCEMENT} relays per announcement, seed {SEED:#x}");
     println!("(single thread; counting allocator active in every run; default budget: 10 subs, 10 filters/REQ, 100 values/filter)");
     let mut all = Vec::new();
-    for &n in sizes {
+    for &n in &sizes {
         let f = run(n);
-        println!("  N = {n:>7} done: full plan {}, EOSE drain {}", ms(f.plan), ms(f.drain));
+        println!(
+            "  N = {n:>7} done: full plan {}, EOSE drain {}",
+            ms(f.plan),
+            ms(f.drain)
+        );
         all.push(f);
     }
 
@@ -464,33 +581,85 @@ fn main() {
     row("full plan (sum)", "<1 s @100k", &all, |f| ms(f.plan));
     row("EOSE drain to idle", "", &all, |f| ms(f.drain));
     row("  EOSE inputs", "", &all, |f| f.eose_inputs.to_string());
-    row("incremental ann. mean", "<50 µs", &all, |f| format!("{:.1} µs", f.incr_mean_us));
-    row("incremental ann. p99", "<50 µs", &all, |f| format!("{:.1} µs", f.incr_p99_us));
-    row("incremental ann. max", "", &all, |f| format!("{:.1} µs", f.incr_max_us));
+    row("incremental: input only", "", &all, |f| {
+        format!("{:.1} µs", f.incr_input_mean_us)
+    });
+    row("incremental ann. mean", "<50 µs", &all, |f| {
+        format!("{:.1} µs", f.incr_mean_us)
+    });
+    row("incremental ann. p99", "<50 µs", &all, |f| {
+        format!("{:.1} µs", f.incr_p99_us)
+    });
+    row("incremental ann. max", "", &all, |f| {
+        format!("{:.1} µs", f.incr_max_us)
+    });
 
     println!();
     println!("Commands                   expected      {}", header(&all));
     row("relays known", "", &all, |f| f.relays.to_string());
-    row("commands: full plan", "", &all, |f| f.commands_plan.to_string());
-    row("commands: EOSE drain", "", &all, |f| f.commands_drain.to_string());
-    row("pending after drain", "0", &all, |f| f.pending_after_drain.to_string());
-    row("historic REQs/relay mean", "", &all, |f| format!("{:.2}", f.hist_reqs.0));
-    row("historic REQs/relay max", "", &all, |f| f.hist_reqs.1.to_string());
-    row("filters/historic REQ mean", "<=10", &all, |f| format!("{:.2}", f.filters_per_hist_req.0));
-    row("filters/historic REQ max", "<=10", &all, |f| f.filters_per_hist_req.1.to_string());
-    row("live subs/relay mean", "", &all, |f| format!("{:.2}", f.live_subs.0));
-    row("live subs/relay max", "<=9", &all, |f| f.live_subs.1.to_string());
-    row("filters/live REQ max", "<=10", &all, |f| f.live_filters_max.to_string());
-    row("cmds/incr. ann. mean", "~6 (3 relays)", &all, |f| format!("{:.2}", f.incr_cmds_mean));
-    row("cmds/incr. ann. max", "", &all, |f| f.incr_cmds_max.to_string());
-    row("historic REQs/incr. max", "<=3", &all, |f| f.incr_historic_max.to_string());
-    row("live REQs/incr. max", "<=3", &all, |f| f.incr_live_max.to_string());
+    row("commands: full plan", "", &all, |f| {
+        f.commands_plan.to_string()
+    });
+    row("commands: EOSE drain", "", &all, |f| {
+        f.commands_drain.to_string()
+    });
+    row("pending after drain", "0", &all, |f| {
+        f.pending_after_drain.to_string()
+    });
+    row("historic REQs/relay mean", "", &all, |f| {
+        format!("{:.2}", f.hist_reqs.0)
+    });
+    row("historic REQs/relay max", "", &all, |f| {
+        f.hist_reqs.1.to_string()
+    });
+    row("filters/historic REQ mean", "<=10", &all, |f| {
+        format!("{:.2}", f.filters_per_hist_req.0)
+    });
+    row("filters/historic REQ max", "<=10", &all, |f| {
+        f.filters_per_hist_req.1.to_string()
+    });
+    row("live subs/relay mean", "", &all, |f| {
+        format!("{:.2}", f.live_subs.0)
+    });
+    row("live subs/relay max", "<=9", &all, |f| {
+        f.live_subs.1.to_string()
+    });
+    row("filters/live REQ max", "<=10", &all, |f| {
+        f.live_filters_max.to_string()
+    });
+    row("cmds/incr. ann. mean", "~9 (3 relays)", &all, |f| {
+        format!("{:.2}", f.incr_cmds_mean)
+    });
+    row("cmds/incr. ann. max", "", &all, |f| {
+        f.incr_cmds_max.to_string()
+    });
+    row("historic REQs/incr. max", "<=3", &all, |f| {
+        f.incr_historic_max.to_string()
+    });
+    row("live REQs/incr. max", "<=3", &all, |f| {
+        f.incr_live_max.to_string()
+    });
 
     println!();
     println!("Heap per repo              goal          {}", header(&all));
-    row("after full plan", "<2 KB", &all, |f| format!("{} B", f.bytes_plan));
-    row("after EOSE drain (idle)", "<2 KB", &all, |f| format!("{} B", f.bytes_live));
-    row("after +1000 incremental", "<2 KB", &all, |f| format!("{} B", f.bytes_incr));
+    row("after full plan", "<2 KB", &all, |f| {
+        format!("{} B", f.bytes_plan)
+    });
+    row("  of which open REQ filters", "", &all, |f| {
+        format!("{} B", f.filter_bytes_plan)
+    });
+    row("after EOSE drain (idle)", "<2 KB", &all, |f| {
+        format!("{} B", f.bytes_live)
+    });
+    row("  of which open REQ filters", "", &all, |f| {
+        format!("{} B", f.filter_bytes_live)
+    });
+    row("after +1000 incremental", "<2 KB", &all, |f| {
+        format!("{} B", f.bytes_incr)
+    });
+    row("  of which open REQ filters", "", &all, |f| {
+        format!("{} B", f.filter_bytes_incr)
+    });
 }
 
 fn header(all: &[Figures]) -> String {

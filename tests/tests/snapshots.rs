@@ -46,7 +46,9 @@ fn show_filter(f: &Filter) -> (String, bool) {
     // the next `]` outside a string.
     while let Some(open) = rest.find('[') {
         out.push_str(&rest[..=open]);
-        let close = array_end(&rest[open..]).map(|i| open + i).expect("balanced filter JSON");
+        let close = array_end(&rest[open..])
+            .map(|i| open + i)
+            .expect("balanced filter JSON");
         let inner = &rest[open..=close];
         let values: Vec<serde_json::Value> = serde_json::from_str(inner).expect("flat JSON array");
         let text = |v: &serde_json::Value| v.to_string();
@@ -166,7 +168,11 @@ impl OpenSubs {
                     .open
                     .get_mut(relay)
                     .is_some_and(|s| s.remove(subscription));
-                assert!(closed, "CLOSE of a subscription that is not open: {}", line(c));
+                assert!(
+                    closed,
+                    "CLOSE of a subscription that is not open: {}",
+                    line(c)
+                );
             }
             Command::Disconnect { relay } => self.lost(relay),
             _ => {}
@@ -205,7 +211,11 @@ fn assert_packed(cs: &[Command], max_filters: usize, max_values: usize) {
                 line(c)
             );
             for f in filters {
-                assert!(values_in(f) <= max_values, "over {max_values} values in {}", f.as_json());
+                assert!(
+                    values_in(f) <= max_values,
+                    "over {max_values} values in {}",
+                    f.as_json()
+                );
             }
         }
     }
@@ -314,7 +324,7 @@ fn tracked(author: u32, d: &str) -> nostr::event::Event {
 // ----- scenarios -------------------------------------------------------------
 
 /// One announcement listing one relay: the relay is connected; on `Connected`
-/// one live REQ (`since` = now, `limit:0`) and one historic REQ (explicit
+/// one live REQ (`since` = now less the live margin, `limit:0`) and one historic REQ (explicit
 /// `limit:500`) carry the discovery filter `{"kinds":[30617]}` and the four
 /// repo filters (`30618`+`#d`, `#a`, `#A`, `#q`); an empty page (EOSE) confirms
 /// the repo and the historic REQ is closed while the live one stays open.
@@ -329,8 +339,28 @@ fn one_repo() {
     assert_eq!(cs.iter().filter(|c| is_live(c)).count(), 1);
     assert_eq!(cs.iter().filter(|c| is_historic(c)).count(), 1);
     assert_packed(&cs, 10, 100);
+    for c in &cs {
+        if let Command::Subscribe { filters, mode, .. } = c {
+            for f in filters {
+                match mode {
+                    SubscriptionMode::Live => {
+                        assert_eq!(f.limit, Some(0), "{}", f.as_json());
+                        assert!(f.since.is_some(), "{}", f.as_json());
+                    }
+                    SubscriptionMode::Historic => {
+                        assert_eq!(f.limit, Some(500), "{}", f.as_json());
+                        assert!(f.since.is_none() && f.until.is_none(), "{}", f.as_json());
+                    }
+                }
+            }
+        }
+    }
     s.eose_all(&cs);
-    assert_eq!(s.subs.count(&relay), 1, "only the live subscription stays open");
+    assert_eq!(
+        s.subs.count(&relay),
+        1,
+        "only the live subscription stays open"
+    );
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
     assert_eq!(confirmed.len(), 2, "discovery and the repo are confirmed");
     insta::assert_snapshot!(s.text);
@@ -352,12 +382,19 @@ fn three_hundred_repos_on_one_relay() {
     for a in &anns {
         ingest.extend(s.d.input(Input::AnnouncementSeen(a)));
     }
-    s.record("300 announcements ingested (relay not yet connected)", &ingest);
+    s.record(
+        "300 announcements ingested (relay not yet connected)",
+        &ingest,
+    );
     let cs = s.input("connected", Input::Connected { relay: &relay });
     let drained = s.eose_all(&cs);
     let all: Vec<Command> = cs.iter().chain(&drained).cloned().collect();
     assert_packed(&all, 10, 100);
-    assert!(s.subs.peak <= 10, "{} subscriptions open at once", s.subs.peak);
+    assert!(
+        s.subs.peak <= 10,
+        "{} subscriptions open at once",
+        s.subs.peak
+    );
     let reqs: BTreeSet<_> = all
         .iter()
         .filter_map(|c| match c {
@@ -365,18 +402,28 @@ fn three_hundred_repos_on_one_relay() {
             _ => None,
         })
         .collect();
-    assert!(reqs.len() <= 4, "300 repos planned as {} subscriptions", reqs.len());
+    assert!(
+        reqs.len() <= 4,
+        "300 repos planned as {} subscriptions",
+        reqs.len()
+    );
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(confirmed.len(), 301, "every repo and discovery are confirmed");
+    assert_eq!(
+        confirmed.len(),
+        301,
+        "every repo and discovery are confirmed"
+    );
     insta::assert_snapshot!(s.text);
 }
 
-/// One synced repo, then 30 root events (patches, PRs, issues) arriving one by
-/// one while the relay is live. Each root costs at most one new historic REQ
-/// (`#e`/`#E`/`#q` on its id) and one update of the existing live REQ (same
-/// id, its root filters growing): never a resend of every filter. Once 9
-/// historic REQs hold the free slots, further roots queue and are packed into
-/// one REQ that is sent when an EOSE frees a slot.
+/// One synced repo, then 30 root events (patches, PRs, issues) arriving while
+/// the relay is live, in three bursts of 10. The engine waits the batch delay
+/// after new work, so each burst costs exactly one new historic REQ
+/// (`#e`/`#E`/`#q` over that burst's ids, `limit:500`) and one live
+/// subscription change: the burst's roots go to a small tail live group (at
+/// most 10 values per filter), so the dense live group of the repo is never
+/// resent. Never one REQ per root, never a resend of the repo's history, and
+/// nothing at all until the batch delay has passed.
 #[test]
 fn repo_with_thirty_root_events() {
     let mut s = Scenario::new();
@@ -390,38 +437,66 @@ fn repo_with_thirty_root_events() {
     let roots: Vec<_> = (0..30u32)
         .map(|i| {
             let kind = kinds[i as usize % kinds.len()];
-            root(kind, 100 + i, T0 - 600 + u64::from(i), &repo, &format!("root {i}"))
+            root(
+                kind,
+                100 + i,
+                T0 - 600 + u64::from(i),
+                &repo,
+                &format!("root {i}"),
+            )
         })
         .collect();
-    let mut added = Vec::new();
-    for (i, r) in roots.iter().enumerate() {
-        let title = format!("root {} kind {} id {}", i + 1, r.kind.as_u16(), r.id.to_hex());
-        let cs = s.input(&title, Input::RootEventSeen(r));
+    let batch_delay = s.d.engine.config().timing.batch_delay;
+    for (b, burst) in roots.chunks(10).enumerate() {
+        let cs = s.d.advance(Duration::from_secs(10));
+        s.record("10 s later", &cs);
+        let mut immediate = Vec::new();
+        for r in burst {
+            immediate.extend(s.d.input(Input::RootEventSeen(r)));
+        }
+        let ids: Vec<String> = burst
+            .iter()
+            .map(|r| format!("{}:{}", r.kind.as_u16(), &r.id.to_hex()[..8]))
+            .collect();
+        s.record(
+            &format!("burst {}: roots {}", b + 1, ids.join(" ")),
+            &immediate,
+        );
+        assert!(immediate.is_empty(), "new work waits the batch delay");
+        let cs = s.d.run_for(batch_delay);
+        s.record("batch delay passed", &cs);
         let historic = cs.iter().filter(|c| is_historic(c)).count();
         let live = cs.iter().filter(|c| is_live(c)).count();
-        assert!(historic <= 1, "root {} caused {historic} historic REQs", i + 1);
-        assert!(live <= 1, "root {} caused {live} live REQs", i + 1);
-        assert_eq!(cs.len(), historic + live, "root {} caused other commands", i + 1);
-        added.extend(cs);
+        assert_eq!(historic, 1, "burst {} costs one historic REQ", b + 1);
+        assert_eq!(live, 1, "burst {} costs one live update", b + 1);
+        assert!(
+            cs.len() <= 3,
+            "burst {}: only the live swap and one REQ",
+            b + 1
+        );
+        assert_packed(&cs, 10, 100);
+        let drained = s.eose_all(&cs);
+        assert_packed(&drained, 10, 100);
     }
-    let drained = s.eose_all(&added);
-    assert_packed(&added, 10, 100);
-    assert_packed(&drained, 10, 100);
-    assert!(s.subs.peak <= 10, "{} subscriptions open at once", s.subs.peak);
-    let live_ids: BTreeSet<_> = added
-        .iter()
-        .filter_map(|c| match c {
-            Command::Subscribe {
-                subscription,
-                mode: SubscriptionMode::Live,
-                ..
-            } => Some(subscription.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(live_ids.len(), 1, "roots update the one live subscription");
+    assert!(
+        s.subs.peak <= 10,
+        "{} subscriptions open at once",
+        s.subs.peak
+    );
+    // The dense live group of the connect, plus one small tail group per
+    // burst (roots added while live go to tails of at most 10 values, so an
+    // update never resends the dense group).
+    assert_eq!(
+        s.subs.count(&relay),
+        4,
+        "only live subscriptions stay open"
+    );
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(confirmed.len(), 32, "discovery, the repo and 30 roots are confirmed");
+    assert_eq!(
+        confirmed.len(),
+        32,
+        "discovery, the repo and 30 roots are confirmed"
+    );
     insta::assert_snapshot!(s.text);
 }
 
@@ -440,7 +515,10 @@ fn nip11_max_subscriptions_three() {
     for a in &anns {
         ingest.extend(s.d.input(Input::AnnouncementSeen(a)));
     }
-    s.record("250 announcements ingested (relay not yet connected)", &ingest);
+    s.record(
+        "250 announcements ingested (relay not yet connected)",
+        &ingest,
+    );
     let info = RelayInfo {
         max_subscriptions: Some(3),
         ..RelayInfo::default()
@@ -457,9 +535,17 @@ fn nip11_max_subscriptions_three() {
     let drained = s.eose_all(&cs);
     assert_packed(&cs, 10, 100);
     assert_packed(&drained, 10, 100);
-    assert!(s.subs.peak <= 3, "{} subscriptions open at once", s.subs.peak);
+    assert!(
+        s.subs.peak <= 3,
+        "{} subscriptions open at once",
+        s.subs.peak
+    );
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(confirmed.len(), 251, "every repo and discovery are confirmed");
+    assert_eq!(
+        confirmed.len(),
+        251,
+        "every repo and discovery are confirmed"
+    );
     insta::assert_snapshot!(s.text);
 }
 
@@ -467,7 +553,8 @@ fn nip11_max_subscriptions_three() {
 /// minutes after that (well inside the 15-minute window). The reconnect keeps
 /// confirmed state: one historic catch-up REQ whose filters all carry `since`
 /// = disconnect time − 300 s as a Unix timestamp, and the live REQ reopened
-/// with `since` = the reconnect time.
+/// with `since` = the reconnect time (less the engine's live clock-skew
+/// margin, `Timing::live_since_margin`).
 #[test]
 fn quick_reconnect() {
     let mut s = Scenario::new();
@@ -495,6 +582,10 @@ fn quick_reconnect() {
     let reconnected_at = s.d.now;
     let cs = s.input("connected", Input::Connected { relay: &relay });
     let catch_up_since = dropped_at.minus(Duration::from_secs(300)).as_secs();
+    // The engine opens live REQs a configured margin before now (clock-skew
+    // allowance; the spec text says `since` = now).
+    let margin = s.d.engine.config().timing.live_since_margin;
+    let live_since = reconnected_at.minus(margin).as_secs();
     assert_eq!(catch_up_since, T0 + 300);
     let mut historic = 0;
     let mut live = 0;
@@ -507,7 +598,7 @@ fn quick_reconnect() {
                 }
                 SubscriptionMode::Live => {
                     live += 1;
-                    reconnected_at.as_secs()
+                    live_since
                 }
             };
             for f in filters {
@@ -515,7 +606,11 @@ fn quick_reconnect() {
             }
         }
     }
-    assert_eq!((historic, live), (1, 1), "one catch-up REQ and the live REQ");
+    assert_eq!(
+        (historic, live),
+        (1, 1),
+        "one catch-up REQ and the live REQ"
+    );
     s.eose_all(&cs);
     assert_eq!(s.subs.count(&relay), 1);
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
