@@ -207,9 +207,11 @@ pub fn check_acceptance(event: &Event, ctx: &impl AcceptanceContext) -> Verdict 
                 Verdict::Accept(AcceptReason::TagsRoot)
             } else if event.kind.as_u16() == crate::types::KIND_DELETION
                 && event.tags.iter().any(|t| match t.as_slice() {
-                    [k, v, ..] if k == "e" => crate::types::parse_event_id(v)
-                        .and_then(|id| ctx.tracked_announcement_author(&id))
-                        == Some(event.pubkey),
+                    [k, v, ..] if k == "e" => {
+                        crate::types::parse_event_id(v)
+                            .and_then(|id| ctx.tracked_announcement_author(&id))
+                            == Some(event.pubkey)
+                    }
                     _ => false,
                 })
             {

@@ -13,7 +13,7 @@ use nostr::key::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::announcement::Announcement;
-use crate::types::{RepoCoord, TargetKey};
+use crate::types::{KeyMap, RepoCoord, TargetKey};
 use crate::url::RelayUrl;
 
 /// A change of one relay's target set.
@@ -77,7 +77,7 @@ pub struct Catalog {
     /// (maintainer, identifier) → number of tracked repos granting it.
     maintainers: BTreeMap<(PublicKey, String), u32>,
     /// relay → target → number of reasons it is wanted there.
-    relay_refs: BTreeMap<RelayUrl, BTreeMap<TargetKey, u32>>,
+    relay_refs: KeyMap<RelayUrl, BTreeMap<TargetKey, u32>>,
     /// Id of each known repo's winning announcement.
     announcement_ids: BTreeMap<EventId, Arc<RepoCoord>>,
 }
@@ -211,7 +211,9 @@ impl Catalog {
 
     /// Relays that carry at least one target, in order.
     pub fn relays(&self) -> impl Iterator<Item = &RelayUrl> {
-        self.relay_refs.keys()
+        let mut urls: Vec<&RelayUrl> = self.relay_refs.keys().collect();
+        urls.sort();
+        urls.into_iter()
     }
 
     /// Whether a repo is tracked.

@@ -21,7 +21,8 @@ use crate::snapshot::{
 };
 use crate::status::{EngineCounters, RelayStatus, Status};
 use crate::types::{
-    is_root_kind, parse_event_id, RepoCoord, TargetKey, Time, KIND_DELETION, KIND_REPO_ANNOUNCEMENT,
+    is_root_kind, parse_event_id, KeyMap, RepoCoord, TargetKey, Time, KIND_DELETION,
+    KIND_REPO_ANNOUNCEMENT,
 };
 use crate::url::{RelayUrl, ServiceId};
 
@@ -51,9 +52,10 @@ const IGNORED_MEMORY: usize = 10_000;
 pub struct Engine {
     config: Config,
     catalog: Catalog,
-    relays: BTreeMap<RelayUrl, Relay>,
+    /// Hashed for fast lookups; sorted wherever it is iterated for output.
+    relays: KeyMap<RelayUrl, Relay>,
     timers: BTreeSet<(Time, RelayUrl)>,
-    scheduled: BTreeMap<RelayUrl, Time>,
+    scheduled: KeyMap<RelayUrl, Time>,
     out: VecDeque<Command>,
     counters: EngineCounters,
     ignored: BTreeMap<(String, String), u64>,
@@ -66,9 +68,9 @@ impl Engine {
         let mut engine = Engine {
             config,
             catalog: Catalog::default(),
-            relays: BTreeMap::new(),
+            relays: KeyMap::default(),
             timers: BTreeSet::new(),
-            scheduled: BTreeMap::new(),
+            scheduled: KeyMap::default(),
             out: VecDeque::new(),
             counters: EngineCounters::default(),
             ignored: BTreeMap::new(),
@@ -196,7 +198,9 @@ impl Engine {
         relay: &RelayUrl,
         subscription: &SubscriptionId,
     ) -> Option<Vec<Filter>> {
-        self.relays.get(relay)?.subscription_filters(subscription, &self.config)
+        self.relays
+            .get(relay)?
+            .subscription_filters(subscription, &self.config)
     }
 
     /// Would the service accept this event (GRASP acceptance)?
@@ -206,14 +210,20 @@ impl Engine {
 
     /// The relays the engine knows, in order.
     pub fn relay_urls(&self) -> impl Iterator<Item = &RelayUrl> {
-        self.relays.keys()
+        self.sorted_relays().into_iter().map(|r| &r.url)
+    }
+
+    fn sorted_relays(&self) -> Vec<&Relay> {
+        let mut relays: Vec<&Relay> = self.relays.values().collect();
+        relays.sort_by(|a, b| a.url.cmp(&b.url));
+        relays
     }
 
     /// The read-only status view (spec section 9).
     pub fn status(&self) -> Status {
         let relays: Vec<RelayStatus> = self
-            .relays
-            .values()
+            .sorted_relays()
+            .into_iter()
             .map(|r| RelayStatus::of(r, &self.config))
             .collect();
         Status::new(
@@ -273,8 +283,8 @@ impl Engine {
                 .collect(),
             deleted_roots: self.catalog.deleted_roots().copied().collect(),
             relays: self
-                .relays
-                .values()
+                .sorted_relays()
+                .into_iter()
                 .map(|r| SavedRelay::of(r, now))
                 .collect(),
         }
@@ -445,7 +455,8 @@ impl Engine {
 
     /// Applies target changes to relays, creating relays as needed.
     fn apply(&mut self, deltas: Vec<TargetDelta>, now: Time) {
-        let mut touched = BTreeSet::new();
+        // Touched relays in first-touched order (deterministic, and tiny).
+        let mut touched: Vec<RelayUrl> = Vec::new();
         let mut refused = BTreeSet::new();
         for d in deltas {
             if d.added && !self.relays.contains_key(&d.relay) {
@@ -470,7 +481,9 @@ impl Engine {
             } else {
                 relay.remove_target(&d.target, &mut ctx);
             }
-            touched.insert(d.relay);
+            if !touched.contains(&d.relay) {
+                touched.push(d.relay);
+            }
         }
         for url in touched {
             if let Some(relay) = self.relays.get_mut(&url) {

@@ -135,7 +135,8 @@ pub fn matches(kind: FilterKind, targets: &BTreeSet<TargetKey>, event: &Event) -
         })
     };
     let has_root = |name: &'static str| {
-        tag_values(name).any(|v| parse_event_id(v).is_some_and(|id| targets.contains(&TargetKey::Root(id))))
+        tag_values(name)
+            .any(|v| parse_event_id(v).is_some_and(|id| targets.contains(&TargetKey::Root(id))))
     };
     match kind {
         FilterKind::Announcements => event.kind.as_u16() == KIND_REPO_ANNOUNCEMENT,
@@ -204,7 +205,12 @@ mod tests {
             ev(1, 10, 30618, &[&["d", "r"]]),
             ev(2, 10, 30618, &[&["d", "x"]]),
             ev(3, 10, 30617, &[&["d", "r"]]),
-            ev(3, 10, 1111, &[&["A", &c(1, "r").to_string()], &["E", &i.id.to_hex()]]),
+            ev(
+                3,
+                10,
+                1111,
+                &[&["A", &c(1, "r").to_string()], &["E", &i.id.to_hex()]],
+            ),
             ev(3, 10, 1630, &[&["e", &i.id.to_hex(), "", "root"]]),
             ev(3, 10, 1, &[&["q", &i.id.to_hex()]]),
             ev(3, 10, 1, &[&["q", &c(1, "r").to_string()]]),

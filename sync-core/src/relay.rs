@@ -207,11 +207,14 @@ impl HistoricReq {
     /// Matching works on the packs' target sets: the engine keeps no copy of
     /// the filters it sent.
     fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = usize> + 'a {
-        self.sent.iter().enumerate().filter_map(move |(i, (pi, fi))| {
-            let p = self.packs.get(*pi)?;
-            let (kind, _) = p.filters.get(*fi)?;
-            matches(*kind, &p.targets, event).then_some(i)
-        })
+        self.sent
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, (pi, fi))| {
+                let p = self.packs.get(*pi)?;
+                let (kind, _) = p.filters.get(*fi)?;
+                matches(*kind, &p.targets, event).then_some(i)
+            })
     }
 }
 
@@ -242,9 +245,9 @@ impl LiveGroup {
     }
 
     fn matches(&self, event: &Event) -> bool {
-        self.packs.iter().any(|(layer, set)| {
-            layer.filter_kinds().iter().any(|k| matches(*k, set, event))
-        })
+        self.packs
+            .iter()
+            .any(|(layer, set)| layer.filter_kinds().iter().any(|k| matches(*k, set, event)))
     }
 
     /// The REQ's filters: `limit: 0` (nothing stored) and the group's `since`.
@@ -308,8 +311,6 @@ fn layer_index(l: Layer) -> usize {
         Layer::Root => 2,
     }
 }
-
-
 
 impl Relay {
     /// A new relay, due to connect at `now`.
@@ -403,7 +404,11 @@ impl Relay {
     }
 
     /// The filters of an open subscription, rebuilt from its targets.
-    pub(crate) fn subscription_filters(&self, sub: &SubscriptionId, config: &Config) -> Option<Vec<Filter>> {
+    pub(crate) fn subscription_filters(
+        &self,
+        sub: &SubscriptionId,
+        config: &Config,
+    ) -> Option<Vec<Filter>> {
         if let Some(req) = self.active.get(sub) {
             let budget = self.budget(config);
             return Some(
@@ -655,7 +660,9 @@ impl Relay {
                 .filter(|g| g.tail)
                 .flat_map(|g| {
                     g.dirty = true;
-                    std::mem::take(&mut g.packs).into_iter().flat_map(|(_, set)| set)
+                    std::mem::take(&mut g.packs)
+                        .into_iter()
+                        .flat_map(|(_, set)| set)
                 })
                 .collect();
             for t in &folded {
@@ -665,12 +672,23 @@ impl Relay {
         self.add_dense(target, now, config, &budget);
     }
 
-    fn add_to_tail(&mut self, target: &TargetKey, now: Time, config: &Config, budget: &Budget) -> bool {
+    fn add_to_tail(
+        &mut self,
+        target: &TargetKey,
+        now: Time,
+        config: &Config,
+        budget: &Budget,
+    ) -> bool {
         let batch_at = now.plus(config.timing.batch_delay);
         let layer = target.layer();
         let need = layer.filter_kinds().len();
         let max_filters = budget.max_filters_per_req as usize;
-        if let Some(g) = self.live.iter_mut().rev().find(|g| g.tail && !g.refused && !g.packs.is_empty()) {
+        if let Some(g) = self
+            .live
+            .iter_mut()
+            .rev()
+            .find(|g| g.tail && !g.refused && !g.packs.is_empty())
+        {
             let placed = if let Some((_, set)) = g
                 .packs
                 .iter_mut()
@@ -678,7 +696,9 @@ impl Relay {
             {
                 set.insert(target.clone());
                 true
-            } else if g.packs.iter().all(|(l, _)| *l != layer) && g.filter_count() + need <= max_filters {
+            } else if g.packs.iter().all(|(l, _)| *l != layer)
+                && g.filter_count() + need <= max_filters
+            {
                 g.packs.push((layer, BTreeSet::from([target.clone()])));
                 true
             } else {
@@ -932,7 +952,9 @@ impl Relay {
         let budget = self.budget(ctx.config);
         let fits = self.live.iter().all(|g| {
             g.filter_count() <= budget.max_filters_per_req as usize
-                && g.packs.iter().all(|(l, set)| set.len() <= l.pack_capacity(budget.max_values_per_filter))
+                && g.packs
+                    .iter()
+                    .all(|(l, set)| set.len() <= l.pack_capacity(budget.max_values_per_filter))
         });
         if fits {
             return;
@@ -1981,9 +2003,12 @@ mod tests {
         let live = |cs: &[Command]| -> Vec<(SubscriptionId, usize)> {
             cs.iter()
                 .filter_map(|c| match c {
-                    Command::Subscribe { subscription, mode: SubscriptionMode::Live, filters, .. } => {
-                        Some((subscription.clone(), filters.len()))
-                    }
+                    Command::Subscribe {
+                        subscription,
+                        mode: SubscriptionMode::Live,
+                        filters,
+                        ..
+                    } => Some((subscription.clone(), filters.len())),
                     _ => None,
                 })
                 .collect()
@@ -1996,14 +2021,20 @@ mod tests {
         let tail = live(&cs);
         assert_eq!(tail.len(), 1, "{cs:?}");
         assert_eq!(tail[0].1, 3);
-        assert!(!cs.iter().any(|c| matches!(c, Command::Unsubscribe { .. })), "{cs:?}");
+        assert!(
+            !cs.iter().any(|c| matches!(c, Command::Unsubscribe { .. })),
+            "{cs:?}"
+        );
         assert_eq!(Rig::historic(&cs).len(), 1, "one REQ for the new root");
         // The next root updates the tail: old id closed first, a fresh id opened.
         rig.input(Input::RootEventSeen(&issue(8, T - 4, &coord(1, "r0"))));
         let cs = rig.at(2);
         assert_eq!(
             cs.first(),
-            Some(&Command::Unsubscribe { relay: r.clone(), subscription: tail[0].0.clone() }),
+            Some(&Command::Unsubscribe {
+                relay: r.clone(),
+                subscription: tail[0].0.clone()
+            }),
             "{cs:?}"
         );
         let updated = live(&cs);
@@ -2022,7 +2053,10 @@ mod tests {
         let r = rig.relay.clone();
         rig.input(Input::RelayInfo {
             relay: &r,
-            info: RelayInfo { max_subscriptions: Some(3), ..RelayInfo::default() },
+            info: RelayInfo {
+                max_subscriptions: Some(3),
+                ..RelayInfo::default()
+            },
         });
         let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
         let mut answer = |rig: &mut Rig, first: Vec<Command>| {
@@ -2042,7 +2076,10 @@ mod tests {
                 }
                 let mut next = Vec::new();
                 for sub in Rig::historic(&todo) {
-                    next.extend(rig.input(Input::Eose { relay: &r, subscription: &sub }));
+                    next.extend(rig.input(Input::Eose {
+                        relay: &r,
+                        subscription: &sub,
+                    }));
                 }
                 todo = next;
             }
@@ -2050,7 +2087,11 @@ mod tests {
         let cs = rig.connect();
         answer(&mut rig, cs);
         for i in 0..40u64 {
-            let cs = rig.input(Input::RootEventSeen(&issue(9, T - 100 + i, &coord(1, "r0"))));
+            let cs = rig.input(Input::RootEventSeen(&issue(
+                9,
+                T - 100 + i,
+                &coord(1, "r0"),
+            )));
             answer(&mut rig, cs);
             let cs = rig.at(i + 2);
             answer(&mut rig, cs);
@@ -2058,7 +2099,10 @@ mod tests {
         let cs = rig.at(100);
         answer(&mut rig, cs);
         let st = rig.e.status();
-        assert_eq!(st.relays[0].live_uncovered, 0, "every target is followed live");
+        assert_eq!(
+            st.relays[0].live_uncovered, 0,
+            "every target is followed live"
+        );
         assert!(st.relays[0].open_subscriptions <= 2);
         assert_eq!(st.relays[0].confirmed, 42);
     }

@@ -81,6 +81,34 @@ impl fmt::Display for Time {
     }
 }
 
+/// FNV-1a: a fixed, seedless hasher, so that hash maps behave identically on
+/// every run (the engine never iterates one to produce output without
+/// sorting first).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map with the deterministic [`Fnv`] hasher, for hot lookups by key.
+pub type KeyMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Kind number of a NIP-34 repository announcement.
 pub const KIND_REPO_ANNOUNCEMENT: u16 = 30617;
 /// Kind number of a NIP-34 repository state event.
@@ -138,7 +166,13 @@ impl RepoCoord {
     /// A coordinate from its parts.
     pub fn new(author: PublicKey, identifier: impl Into<String>) -> Self {
         let identifier = identifier.into();
-        let text = format!("{}:{}:{}", KIND_REPO_ANNOUNCEMENT, author.to_hex(), identifier).into();
+        let text = format!(
+            "{}:{}:{}",
+            KIND_REPO_ANNOUNCEMENT,
+            author.to_hex(),
+            identifier
+        )
+        .into();
         RepoCoord {
             author,
             identifier,
@@ -168,7 +202,8 @@ impl PartialOrd for RepoCoord {
 
 impl Ord for RepoCoord {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.author.as_bytes(), &self.identifier).cmp(&(other.author.as_bytes(), &other.identifier))
+        (self.author.as_bytes(), &self.identifier)
+            .cmp(&(other.author.as_bytes(), &other.identifier))
     }
 }
 
