@@ -22,7 +22,7 @@ impl Rand {
     }
 
     /// Next 64 bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -35,7 +35,7 @@ impl Rand {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
 
@@ -67,6 +67,8 @@ pub struct Params {
     /// Announcement changes during the run: a newer version dropping a
     /// relay, a deletion, a new repo announced on a relay.
     pub churn: bool,
+    /// Whether relay 0 is a bootstrap relay (connected even when unlisted).
+    pub bootstrap: bool,
 }
 
 impl Default for Params {
@@ -81,6 +83,7 @@ impl Default for Params {
             harsh: true,
             live_events: 10,
             churn: true,
+            bootstrap: true,
         }
     }
 }
@@ -99,7 +102,11 @@ pub fn relay_url(i: usize) -> RelayUrl {
 pub fn generate(seed: u64, p: &Params) -> World {
     let mut rng = Rand::new(seed);
     let start = Time::from_secs(T0);
-    let mut world = World::new(fixtures::config(), start);
+    let mut config = fixtures::config();
+    if p.bootstrap {
+        config.bootstrap.push(relay_url(0));
+    }
+    let mut world = World::new(config, start);
     for i in 0..p.relays {
         let mut profile = Profile {
             page_cap: match rng.below(4) {

@@ -84,8 +84,9 @@ proptest! {
         outages in 0usize..3,
         restart in any::<bool>(),
         harsh in any::<bool>(),
+        bootstrap in any::<bool>(),
     ) {
-        let p = Params { relays, repos, outages, restart, harsh, ..Params::default() };
+        let p = Params { relays, repos, outages, restart, harsh, bootstrap, ..Params::default() };
         let mut w = generate(seed, &p);
         run(&mut w);
         assert_converged(&w, &format!("seed {seed} {p:?}"));
