@@ -152,7 +152,10 @@ struct Pack {
     ready_at: Time,
     /// Timeouts and unexplained refusals so far.
     attempts: u32,
-    /// Already split once after an `error:`-style refusal.
+    /// Travels in a REQ of its own (after an `error:`-style refusal of a
+    /// shared REQ, to tell which pack the relay objects to).
+    alone: bool,
+    /// Already halved (or, with one target, retried) after such a refusal.
     split: bool,
 }
 
@@ -169,6 +172,7 @@ impl Pack {
             since,
             ready_at: now,
             attempts: 0,
+            alone: false,
             split: false,
         }
     }
@@ -584,7 +588,7 @@ impl Relay {
                 && p.since.is_none()
                 && p.is_fresh()
                 && p.attempts == 0
-                && !p.split
+                && !p.alone
         }) {
             if p.targets.len() < cap {
                 p.targets.insert(target);
@@ -1092,10 +1096,33 @@ impl Relay {
         // Confirmed entries for targets we no longer carry are dropped here.
         let targets = &self.targets;
         self.confirmed.retain(|c| targets.contains(c));
+        // The full pass supersedes catch-up work (bounded by `since`): queued
+        // catch-up packs are dropped, and targets still in one on the wire
+        // get a full pack as well. Only targets already in a full pass are
+        // left alone.
+        let mut superseded = Vec::new();
+        self.queue.retain(|p| {
+            if p.since.is_some() {
+                superseded.extend(p.targets.iter().cloned());
+                false
+            } else {
+                true
+            }
+        });
+        for t in superseded {
+            self.pending.remove(&t);
+        }
+        let in_full_pass: BTreeSet<&TargetKey> = self
+            .queue
+            .iter()
+            .chain(self.active.values().flat_map(|r| r.packs.iter()))
+            .filter(|p| p.since.is_none())
+            .flat_map(|p| p.targets.iter())
+            .collect();
         let all: Vec<TargetKey> = self
             .targets
             .iter()
-            .filter(|t| !self.pending.contains(*t))
+            .filter(|t| !in_full_pass.contains(t))
             .cloned()
             .collect();
         self.enqueue_all(all, None, now, ctx.config);
@@ -1210,7 +1237,7 @@ impl Relay {
             return false;
         };
         // Coalesce fresh packs of the same shape into the head (values per filter).
-        if head.is_fresh() && !head.split {
+        if head.is_fresh() && !head.alone {
             let cap = head.layer.pack_capacity(budget.max_values_per_filter);
             let mut i = 0;
             while i < self.queue.len() && head.targets.len() < cap {
@@ -1219,7 +1246,7 @@ impl Relay {
                     && p.layer == head.layer
                     && p.since == head.since
                     && p.is_fresh()
-                    && !p.split
+                    && !p.alone
                     && head.targets.len() + p.targets.len() <= cap
                 {
                     if let Some(p) = self.queue.remove(i) {
@@ -1231,14 +1258,14 @@ impl Relay {
                 }
             }
         }
-        // A pack split after a refusal travels alone; others share the REQ.
-        let alone = head.split;
+        // A pack singled out after a refusal travels alone; others share the REQ.
+        let alone = head.alone;
         let mut packs = vec![head];
         let mut filters = packs[0].open_filters();
         let mut i = 0;
         while !alone && i < self.queue.len() && filters < max_filters {
             let p = &self.queue[i];
-            if p.ready_at <= now && !p.split && filters + p.open_filters() <= max_filters {
+            if p.ready_at <= now && !p.alone && filters + p.open_filters() <= max_filters {
                 filters += p.open_filters();
                 if let Some(p) = self.queue.remove(i) {
                     packs.push(p);
@@ -1447,12 +1474,18 @@ impl Relay {
                 if let Some(req) = self.active.remove(sub) {
                     let packs = req.packs;
                     let many = packs.len() > 1;
-                    for p in packs {
-                        if p.split {
+                    for mut p in packs {
+                        if many {
+                            // First find out which pack the relay objects to:
+                            // each goes again in a REQ of its own.
+                            p.alone = true;
+                            p.ready_at = now;
+                            self.queue.push_front(p);
+                        } else if p.split {
                             self.give_up(p, GiveUpReason::Rejected);
-                        } else if many || p.targets.len() < 2 {
-                            // Splitting the REQ into its packs is the split.
-                            let mut p = p;
+                        } else if p.targets.len() < 2 {
+                            // Nothing to halve: one more try, alone.
+                            p.alone = true;
                             p.split = true;
                             p.ready_at = now;
                             self.queue.push_front(p);
@@ -1465,6 +1498,7 @@ impl Relay {
                             a.targets.retain(|t| !rest.contains(t));
                             b.targets = rest;
                             for x in [&mut a, &mut b] {
+                                x.alone = true;
                                 x.split = true;
                                 x.ready_at = now;
                                 x.restart();
@@ -1909,12 +1943,20 @@ mod tests {
         let mut rig = Rig::new(4, |_| {});
         let cs = rig.connect();
         let sub = Rig::historic(&cs)[0].clone();
-        // One REQ holds discovery and the repo pack: the split retries them apart.
+        // One REQ holds discovery and the repo pack: first each goes alone.
         let cs = rig.closed(&sub, "error: too complex");
-        let again = Rig::historic(&cs);
-        assert_eq!(again.len(), 2, "{cs:?}");
-        for s in &again {
-            rig.closed(s, "invalid: still no");
+        let alone = Rig::historic(&cs);
+        assert_eq!(alone.len(), 2, "{cs:?}");
+        // Refused again: the 4 repos are halved, discovery (one target) tried once more.
+        let mut halves = Vec::new();
+        for s in &alone {
+            halves.extend(Rig::historic(&rig.closed(s, "invalid: still no")));
+        }
+        assert_eq!(halves.len(), 3, "two halves and discovery");
+        assert_eq!(rig.e.status().relays[0].given_up.len(), 0);
+        // Refused once more: given up until the daily pass.
+        for s in &halves {
+            assert!(Rig::historic(&rig.closed(s, "unsupported: no")).is_empty());
         }
         let st = rig.e.status();
         assert_eq!(st.relays[0].given_up.get(&GiveUpReason::Rejected), Some(&5));

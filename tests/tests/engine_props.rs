@@ -382,17 +382,36 @@ proptest! {
 #[test]
 fn scripted_sequence_exercises_subscriptions() {
     let ops = vec![
-        Op::Announce { author: 1, repo: 0, age: 50, relays: vec![1, 2], service: true },
+        Op::Announce {
+            author: 1,
+            repo: 0,
+            age: 50,
+            relays: vec![1, 2],
+            service: true,
+        },
         Op::Connected(1),
         Op::Root { author: 1, repo: 0 },
         Op::Advance(2_000),
-        Op::Event { relay: 1, sub: 1, event: 0, stored: true },
+        Op::Event {
+            relay: 1,
+            sub: 1,
+            event: 0,
+            stored: true,
+        },
         Op::Eose { relay: 1, sub: 1 },
-        Op::Closed { relay: 1, sub: 2, prefix: 0 },
+        Op::Closed {
+            relay: 1,
+            sub: 2,
+            prefix: 0,
+        },
         Op::Advance(70_000),
     ];
     let run = play(&ops, false);
     assert!(run.violations.is_empty(), "{:?}", run.violations);
-    let subscribes = run.log.iter().filter(|l| l.contains("\"subscribe\"")).count();
+    let subscribes = run
+        .log
+        .iter()
+        .filter(|l| l.contains("\"subscribe\""))
+        .count();
     assert!(subscribes >= 4, "{:#?}", run.log);
 }

@@ -486,11 +486,7 @@ fn repo_with_thirty_root_events() {
     // The dense live group of the connect, plus one small tail group per
     // burst (roots added while live go to tails of at most 10 values, so an
     // update never resends the dense group).
-    assert_eq!(
-        s.subs.count(&relay),
-        4,
-        "only live subscriptions stay open"
-    );
+    assert_eq!(s.subs.count(&relay), 4, "only live subscriptions stay open");
     let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
     assert_eq!(
         confirmed.len(),
