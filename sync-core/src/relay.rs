@@ -1792,6 +1792,56 @@ mod tests {
                 .collect()
         }
 
+        /// The relay's NIP-11 says `max_subscriptions: n`.
+        fn publish_max_subscriptions(&mut self, n: u32) {
+            let r = self.relay.clone();
+            self.input(Input::RelayInfo {
+                relay: &r,
+                info: RelayInfo {
+                    max_subscriptions: Some(n),
+                    ..RelayInfo::default()
+                },
+            });
+        }
+
+        /// Answers every historic REQ in `first`, and in what follows, with
+        /// EOSE (an empty relay), tracking open subscriptions in `open` and
+        /// asserting they never exceed `max`.
+        fn answer_all(
+            &mut self,
+            first: Vec<Command>,
+            open: &mut BTreeSet<SubscriptionId>,
+            max: usize,
+        ) {
+            let r = self.relay.clone();
+            let mut todo = first;
+            let mut rounds = 0;
+            while !todo.is_empty() {
+                rounds += 1;
+                assert!(rounds < 1000, "no end to the work");
+                for c in &todo {
+                    match c {
+                        Command::Subscribe { subscription, .. } => {
+                            open.insert(subscription.clone());
+                        }
+                        Command::Unsubscribe { subscription, .. } => {
+                            open.remove(subscription);
+                        }
+                        _ => {}
+                    }
+                    assert!(open.len() <= max, "{open:?}");
+                }
+                let mut next = Vec::new();
+                for sub in Rig::historic(&todo) {
+                    next.extend(self.input(Input::Eose {
+                        relay: &r,
+                        subscription: &sub,
+                    }));
+                }
+                todo = next;
+            }
+        }
+
         fn closed(&mut self, sub: &SubscriptionId, msg: &str) -> Vec<Command> {
             let r = self.relay.clone();
             self.input(Input::Closed {
@@ -1861,41 +1911,10 @@ mod tests {
     #[test]
     fn budget_of_three_is_never_exceeded() {
         let mut rig = Rig::new(250, |_| {});
-        let r = rig.relay.clone();
-        rig.input(Input::RelayInfo {
-            relay: &r,
-            info: RelayInfo {
-                max_subscriptions: Some(3),
-                ..RelayInfo::default()
-            },
-        });
-        let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
-        let mut todo = rig.connect();
-        let mut rounds = 0;
-        while !todo.is_empty() {
-            rounds += 1;
-            assert!(rounds < 100);
-            let mut next = Vec::new();
-            for c in &todo {
-                match c {
-                    Command::Subscribe { subscription, .. } => {
-                        open.insert(subscription.clone());
-                    }
-                    Command::Unsubscribe { subscription, .. } => {
-                        open.remove(subscription);
-                    }
-                    _ => {}
-                }
-                assert!(open.len() <= 3, "{open:?}");
-            }
-            for sub in Rig::historic(&todo) {
-                next.extend(rig.input(Input::Eose {
-                    relay: &r,
-                    subscription: &sub,
-                }));
-            }
-            todo = next;
-        }
+        rig.publish_max_subscriptions(3);
+        let mut open = BTreeSet::new();
+        let cs = rig.connect();
+        rig.answer_all(cs, &mut open, 3);
         let st = rig.e.status();
         assert_eq!(st.relays[0].pending, 0);
         assert_eq!(st.relays[0].confirmed, 251);
@@ -2092,54 +2111,22 @@ mod tests {
     #[test]
     fn tails_fold_into_dense_groups_when_slots_run_out() {
         let mut rig = Rig::new(1, |_| {});
-        let r = rig.relay.clone();
-        rig.input(Input::RelayInfo {
-            relay: &r,
-            info: RelayInfo {
-                max_subscriptions: Some(3),
-                ..RelayInfo::default()
-            },
-        });
-        let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
-        let mut answer = |rig: &mut Rig, first: Vec<Command>| {
-            let mut todo = first;
-            while !todo.is_empty() {
-                for c in &todo {
-                    match c {
-                        Command::Subscribe { subscription, .. } => {
-                            open.insert(subscription.clone());
-                        }
-                        Command::Unsubscribe { subscription, .. } => {
-                            open.remove(subscription);
-                        }
-                        _ => {}
-                    }
-                    assert!(open.len() <= 3, "{open:?}");
-                }
-                let mut next = Vec::new();
-                for sub in Rig::historic(&todo) {
-                    next.extend(rig.input(Input::Eose {
-                        relay: &r,
-                        subscription: &sub,
-                    }));
-                }
-                todo = next;
-            }
-        };
+        rig.publish_max_subscriptions(3);
+        let mut open = BTreeSet::new();
         let cs = rig.connect();
-        answer(&mut rig, cs);
+        rig.answer_all(cs, &mut open, 3);
         for i in 0..40u64 {
             let cs = rig.input(Input::RootEventSeen(&issue(
                 9,
                 T - 100 + i,
                 &coord(1, "r0"),
             )));
-            answer(&mut rig, cs);
+            rig.answer_all(cs, &mut open, 3);
             let cs = rig.at(i + 2);
-            answer(&mut rig, cs);
+            rig.answer_all(cs, &mut open, 3);
         }
         let cs = rig.at(100);
-        answer(&mut rig, cs);
+        rig.answer_all(cs, &mut open, 3);
         let st = rig.e.status();
         assert_eq!(
             st.relays[0].live_uncovered, 0,
