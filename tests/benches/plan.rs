@@ -273,9 +273,10 @@ impl Sink {
 
 // ----- one run ---------------------------------------------------------------
 
-/// Heap bytes of one copy of the filters of every subscription the engine
-/// holds open (its own copy is the same size): live ones by the ids the sink
-/// saw, historic ones still waiting for EOSE.
+/// Heap bytes of the filters of every open subscription, as the commands
+/// carried them (the engine keeps no copy: it rebuilds them from its targets
+/// on request): live ones by the ids the sink saw, historic ones still
+/// waiting for EOSE. A yardstick for the state figures, not part of them.
 fn open_filter_bytes(engine: &Engine, sink: &Sink, pool: &[RelayUrl]) -> isize {
     let mut ids: Vec<(usize, String)> = Vec::new();
     for (r, p) in sink.per_relay.iter().enumerate() {
@@ -645,19 +646,19 @@ fn main() {
     row("after full plan", "<2 KB", &all, |f| {
         format!("{} B", f.bytes_plan)
     });
-    row("  of which open REQ filters", "", &all, |f| {
+    row("  open REQs' filters (not held)", "", &all, |f| {
         format!("{} B", f.filter_bytes_plan)
     });
     row("after EOSE drain (idle)", "<2 KB", &all, |f| {
         format!("{} B", f.bytes_live)
     });
-    row("  of which open REQ filters", "", &all, |f| {
+    row("  open REQs' filters (not held)", "", &all, |f| {
         format!("{} B", f.filter_bytes_live)
     });
     row("after +1000 incremental", "<2 KB", &all, |f| {
         format!("{} B", f.bytes_incr)
     });
-    row("  of which open REQ filters", "", &all, |f| {
+    row("  open REQs' filters (not held)", "", &all, |f| {
         format!("{} B", f.filter_bytes_incr)
     });
 }
