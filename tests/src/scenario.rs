@@ -69,6 +69,8 @@ pub struct Params {
     pub churn: bool,
     /// Whether relay 0 is a bootstrap relay (connected even when unlisted).
     pub bootstrap: bool,
+    /// Whether the host has a key (NIP-42) and some relays require AUTH.
+    pub auth: bool,
 }
 
 impl Default for Params {
@@ -84,6 +86,7 @@ impl Default for Params {
             live_events: 10,
             churn: true,
             bootstrap: true,
+            auth: true,
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn generate(seed: u64, p: &Params) -> World {
     if p.bootstrap {
         config.bootstrap.push(relay_url(0));
     }
+    config.auth_enabled = p.auth;
     let mut world = World::new(config, start);
     for i in 0..p.relays {
         let mut profile = Profile {
@@ -130,6 +134,7 @@ pub fn generate(seed: u64, p: &Params) -> World {
             profile.rate_limit_first = if rng.chance(25) { 2 } else { 0 };
             profile.nip11 = rng.chance(70);
         }
+        profile.auth = p.auth && rng.chance(30);
         world.add_relay(FakeRelay::new(relay_url(i), profile));
     }
     let created = |rng: &mut Rand| T0 - 1 - rng.below(30 * 24 * 3600);

@@ -51,6 +51,9 @@ pub struct Profile {
     pub rate_limit_first: u32,
     /// One-way latency.
     pub latency: Duration,
+    /// NIP-42: sends an AUTH challenge on connect and refuses REQs with
+    /// `CLOSED "auth-required: …"` until the client has authenticated.
+    pub auth: bool,
 }
 
 impl Default for Profile {
@@ -64,6 +67,7 @@ impl Default for Profile {
             refusal: RefusalStyle::Closed,
             rate_limit_first: 0,
             latency: Duration::from_millis(20),
+            auth: false,
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct FakeRelay {
     /// Open subscriptions, in opening order.
     subs: Vec<(SubscriptionId, Vec<Filter>)>,
     reqs_seen: u32,
+    authenticated: bool,
     /// Most subscriptions ever open at once.
     pub peak_subs: usize,
 }
@@ -100,6 +105,7 @@ impl FakeRelay {
             generation: 0,
             subs: Vec::new(),
             reqs_seen: 0,
+            authenticated: false,
             peak_subs: 0,
         }
     }
@@ -137,6 +143,8 @@ enum Msg {
     Eose(SubscriptionId),
     Closed(SubscriptionId, String),
     Notice(String),
+    Auth(String),
+    AuthOk(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -471,6 +479,14 @@ impl World {
                 relay: &relay,
                 message: &message,
             }),
+            Msg::Auth(challenge) => self.feed(Input::AuthChallenge {
+                relay: &relay,
+                challenge: &challenge,
+            }),
+            Msg::AuthOk(accepted) => self.feed(Input::AuthResult {
+                relay: &relay,
+                accepted,
+            }),
         }
     }
 
@@ -627,7 +643,13 @@ impl World {
                 if r.up {
                     r.connected = true;
                     r.reqs_seen = 0;
+                    r.authenticated = false;
+                    let auth = r.profile.auth;
                     self.deliver_at(now.plus(lat), &relay, g, Msg::Connected);
+                    if auth {
+                        let challenge = format!("challenge-{g}");
+                        self.deliver_at(now.plus(lat), &relay, g, Msg::Auth(challenge));
+                    }
                 } else {
                     r.connected = false;
                     self.deliver_at(now.plus(lat), &relay, g, Msg::ConnectFailed);
@@ -648,7 +670,18 @@ impl World {
                     r.subs.retain(|(s, _)| *s != subscription);
                 }
             }
-            Command::Authenticate { .. } => {}
+            Command::Authenticate { relay, challenge } => {
+                let Some(r) = self.relays.get_mut(&relay) else {
+                    return;
+                };
+                if !r.connected {
+                    return;
+                }
+                let ok = challenge == format!("challenge-{}", r.generation);
+                r.authenticated |= ok;
+                let (g, lat) = (r.generation, r.profile.latency);
+                self.deliver_at(now.plus(lat), &relay, g, Msg::AuthOk(ok));
+            }
             Command::Subscribe {
                 relay,
                 subscription,
@@ -682,6 +715,16 @@ impl World {
         let (g, lat) = (r.generation, r.profile.latency);
         let at = now.plus(lat);
         r.reqs_seen += 1;
+        if r.profile.auth && !r.authenticated {
+            r.subs.retain(|(s, _)| *s != sub);
+            self.deliver_at(
+                at,
+                &relay,
+                g,
+                Msg::Closed(sub, "auth-required: sign in first".into()),
+            );
+            return;
+        }
         if r.reqs_seen <= r.profile.rate_limit_first {
             r.subs.retain(|(s, _)| *s != sub);
             self.deliver_at(

@@ -53,12 +53,26 @@ fn healthy_world_converges() {
     assert!(w.stats.stored > 10);
 }
 
+/// Twenty worlds with every kind of trouble at once; across them the engine
+/// must have met (and got past) AUTH, refusals and outages.
 #[test]
 fn harsh_worlds_converge() {
+    let mut seen = std::collections::BTreeMap::new();
     for seed in 0..20 {
         let mut w = generate(seed, &Params::default());
         run(&mut w);
         assert_converged(&w, &format!("seed {seed}"));
+        let st = w.engine.status();
+        for (k, v) in st.totals.refusals {
+            *seen.entry(k).or_insert(0) += v;
+        }
+        *seen.entry("authenticate".to_owned()).or_insert(0) +=
+            w.log.iter().filter(|l| l.contains("\"authenticate\"")).count() as u64;
+        *seen.entry("connect".to_owned()).or_insert(0) +=
+            w.log.iter().filter(|l| l.contains("\"connect\"")).count() as u64;
+    }
+    for what in ["authenticate", "auth-required", "rate-limited", "connect"] {
+        assert!(seen.get(what).copied().unwrap_or(0) > 0, "never met {what}: {seen:?}");
     }
 }
 
@@ -85,8 +99,9 @@ proptest! {
         restart in any::<bool>(),
         harsh in any::<bool>(),
         bootstrap in any::<bool>(),
+        auth in any::<bool>(),
     ) {
-        let p = Params { relays, repos, outages, restart, harsh, bootstrap, ..Params::default() };
+        let p = Params { relays, repos, outages, restart, harsh, bootstrap, auth, ..Params::default() };
         let mut w = generate(seed, &p);
         run(&mut w);
         assert_converged(&w, &format!("seed {seed} {p:?}"));
