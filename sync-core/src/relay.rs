@@ -875,6 +875,11 @@ impl Relay {
             if now.since(since) >= t.stable_after {
                 self.backoff.failures = 0;
                 self.backoff.failing_since = None;
+            } else if self.open_subscriptions() > 2 {
+                // Dropped soon after we opened several subscriptions: some
+                // relays answer one too many by closing the connection, so
+                // hold fewer next time (otherwise it would flap forever).
+                self.learn_lower_budget();
             }
             self.last_connected = Some(now);
             self.disconnected_at = Some(now);

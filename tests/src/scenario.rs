@@ -124,10 +124,11 @@ pub fn generate(seed: u64, p: &Params) -> World {
         if p.harsh {
             profile.max_subs = [3, 5, 10, 32][rng.below(4) as usize];
             profile.publish_limits = rng.chance(50);
-            profile.refusal = match rng.below(4) {
+            profile.refusal = match rng.below(5) {
                 0 => RefusalStyle::Closed,
                 1 => RefusalStyle::Notice,
                 2 => RefusalStyle::Silence,
+                3 => RefusalStyle::Drop,
                 _ if profile.max_subs >= 10 => RefusalStyle::Evict,
                 _ => RefusalStyle::Closed,
             };

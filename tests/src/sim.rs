@@ -30,6 +30,8 @@ pub enum RefusalStyle {
     Silence,
     /// The LRU style: the oldest subscription is silently evicted.
     Evict,
+    /// The connection is dropped.
+    Drop,
 }
 
 /// The behaviour of a fake relay.
@@ -757,6 +759,14 @@ impl World {
                     return;
                 }
                 RefusalStyle::Silence => return,
+                RefusalStyle::Drop => {
+                    r.connected = false;
+                    r.subs.clear();
+                    r.generation += 1;
+                    let g = r.generation;
+                    self.deliver_at(now, &relay, g, Msg::Disconnected);
+                    return;
+                }
                 RefusalStyle::Evict => {
                     r.subs.remove(0);
                 }

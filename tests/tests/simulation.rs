@@ -66,13 +66,19 @@ fn harsh_worlds_converge() {
         for (k, v) in st.totals.refusals {
             *seen.entry(k).or_insert(0) += v;
         }
-        *seen.entry("authenticate".to_owned()).or_insert(0) +=
-            w.log.iter().filter(|l| l.contains("\"authenticate\"")).count() as u64;
+        *seen.entry("authenticate".to_owned()).or_insert(0) += w
+            .log
+            .iter()
+            .filter(|l| l.contains("\"authenticate\""))
+            .count() as u64;
         *seen.entry("connect".to_owned()).or_insert(0) +=
             w.log.iter().filter(|l| l.contains("\"connect\"")).count() as u64;
     }
     for what in ["authenticate", "auth-required", "rate-limited", "connect"] {
-        assert!(seen.get(what).copied().unwrap_or(0) > 0, "never met {what}: {seen:?}");
+        assert!(
+            seen.get(what).copied().unwrap_or(0) > 0,
+            "never met {what}: {seen:?}"
+        );
     }
 }
 
