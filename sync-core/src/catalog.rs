@@ -62,6 +62,8 @@ pub enum UpsertOutcome {
     Stale,
     /// A deletion request covers it.
     Deleted,
+    /// Not tracked, and no tracked version to supersede: not kept.
+    Untracked,
 }
 
 /// The tracked world.
@@ -98,6 +100,12 @@ impl Catalog {
         {
             return UpsertOutcome::Deleted;
         }
+        // An untracked announcement matters only as a newer version of a
+        // tracked one; otherwise keeping it would let anyone's announcements
+        // (layer 1 brings them all) fill memory.
+        if !tracked && !self.repos.contains_key(&ann.coord) {
+            return UpsertOutcome::Untracked;
+        }
         let outcome = match self.repos.get(&ann.coord) {
             Some(old)
                 if (old.created_at, std::cmp::Reverse(old.event_id))
@@ -113,8 +121,9 @@ impl Catalog {
             event_id: ann.event_id,
             created_at,
             tracked,
-            relays: ann.relays.clone(),
-            maintainers: ann.maintainers.clone(),
+            // An untracked version is kept only to supersede: no relays.
+            relays: if tracked { ann.relays.clone() } else { Vec::new() },
+            maintainers: if tracked { ann.maintainers.clone() } else { Vec::new() },
         };
         let old = self.repos.insert(coord.clone(), new);
         if let Some(old) = &old {

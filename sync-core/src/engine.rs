@@ -59,6 +59,8 @@ pub struct Engine {
     out: VecDeque<Command>,
     counters: EngineCounters,
     ignored: BTreeMap<(String, String), u64>,
+    /// Relays refused at the total-relay cap, created when room frees up.
+    parked: BTreeSet<RelayUrl>,
     now: Time,
 }
 
@@ -74,6 +76,7 @@ impl Engine {
             out: VecDeque::new(),
             counters: EngineCounters::default(),
             ignored: BTreeMap::new(),
+            parked: BTreeSet::new(),
             now: Time::ZERO,
         };
         for url in engine.config.bootstrap.clone() {
@@ -335,6 +338,11 @@ impl Engine {
             engine.reschedule(&url);
         }
         engine.apply(deltas, now);
+        // Relays restored without targets start their empty grace now.
+        let urls: Vec<RelayUrl> = engine.relay_urls().cloned().collect();
+        for url in urls {
+            engine.touch(&url, now);
+        }
         Ok(engine)
     }
 
@@ -381,6 +389,7 @@ impl Engine {
             }
             UpsertOutcome::Stale => self.counters.announcements_stale += 1,
             UpsertOutcome::Deleted => self.counters.announcements_deleted += 1,
+            UpsertOutcome::Untracked => {}
         }
         self.apply(deltas, now);
     }
@@ -457,17 +466,16 @@ impl Engine {
     fn apply(&mut self, deltas: Vec<TargetDelta>, now: Time) {
         // Touched relays in first-touched order (deterministic, and tiny).
         let mut touched: Vec<RelayUrl> = Vec::new();
-        let mut refused = BTreeSet::new();
         for d in deltas {
             if d.added && !self.relays.contains_key(&d.relay) {
                 if self.relays.len() >= self.config.max_relays_total {
-                    if refused.insert(d.relay.clone()) {
+                    if self.parked.insert(d.relay.clone()) {
                         self.counters.relays_over_cap += 1;
                         self.ignore("over-total-relay-cap".to_owned(), d.relay.to_string());
                     }
                     continue;
                 }
-                self.relay_entry(&d.relay, now);
+                self.create_relay(&d.relay, now);
             }
             let Some(relay) = self.relays.get_mut(&d.relay) else {
                 continue;
@@ -495,6 +503,47 @@ impl Engine {
                 relay.pump(now, &mut ctx);
             }
             self.touch(&url, now);
+        }
+    }
+
+    /// Creates a relay with every target the catalog has for it (not only
+    /// the one that brought it: a relay parked at the cap missed the rest).
+    fn create_relay(&mut self, url: &RelayUrl, now: Time) {
+        self.parked.remove(url);
+        let targets: Vec<TargetKey> = self.catalog.relay_targets(url).cloned().collect();
+        let seed = self.config.seed;
+        let relay = self
+            .relays
+            .entry(url.clone())
+            .or_insert_with(|| Relay::new(url.clone(), seed, now));
+        let mut ctx = Ctx {
+            config: &self.config,
+            out: &mut self.out,
+        };
+        for t in targets {
+            relay.add_target(t, now, &mut ctx);
+        }
+    }
+
+    /// Room under the relay cap: create parked relays that still have targets.
+    fn unpark(&mut self, now: Time) {
+        let parked: Vec<RelayUrl> = self.parked.iter().cloned().collect();
+        for url in parked {
+            if self.relays.len() >= self.config.max_relays_total {
+                break;
+            }
+            self.parked.remove(&url);
+            if self.catalog.relay_targets(&url).next().is_some() {
+                self.create_relay(&url, now);
+                if let Some(relay) = self.relays.get_mut(&url) {
+                    let mut ctx = Ctx {
+                        config: &self.config,
+                        out: &mut self.out,
+                    };
+                    relay.maybe_connect(now, &mut ctx);
+                }
+                self.reschedule(&url);
+            }
         }
     }
 
@@ -532,6 +581,9 @@ impl Engine {
                 relay.close(now, &mut ctx);
                 self.relays.remove(url);
                 self.counters.relays_forgotten += 1;
+                self.reschedule(url);
+                self.unpark(now);
+                return;
             }
         } else {
             relay.empty_since = None;
@@ -855,5 +907,92 @@ mod tests {
         r.handle_input(Time::from_secs(T + 60), Input::Tick);
         assert!(drain(&mut r).contains(&Command::Connect { relay: a.clone() }));
         let _ = Duration::ZERO;
+    }
+
+    /// a relay refused by the total-relay cap is never created
+    /// later, even when room frees up: its repo is parked forever; a later
+    /// root creates it with a partial target set.
+    #[test]
+    fn a_relay_refused_by_the_cap_is_created_whole_when_room_frees() {
+        let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.max_relays_total = 1;
+        let mut e = Engine::new(config);
+        let a = url("wss://a.example");
+        let b = url("wss://b.example");
+        let ann1 = announcement(1, "one", T - 50, &["wss://a.example"]);
+        let ann2 = announcement(2, "two", T - 50, &["wss://b.example"]);
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann1));
+        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann2));
+        assert!(e.relay_targets(&b).is_none());
+        // ann1 is deleted: relay a empties and is forgotten after the grace.
+        let del = crate::testutil::ev(1, T + 1, 5, &[&["e", &ann1.id.to_hex()]]);
+        e.handle_input(Time::from_secs(T + 1), Input::DeletionSeen(&del));
+        for s in 2..200 {
+            e.handle_input(Time::from_secs(T + s), Input::Tick);
+        }
+        assert!(e.relay_targets(&a).is_none(), "a forgotten");
+        // A root of repo two arrives: b is created, but with the root only.
+        e.handle_input(
+            Time::from_secs(T + 300),
+            Input::RootEventSeen(&issue(3, T, &coord(2, "two"))),
+        );
+        let tb = e.relay_targets(&b).cloned().unwrap_or_default();
+        assert!(
+            tb.contains(&TargetKey::Discovery) && tb.len() == 3,
+            "relay b targets after room freed: {:?}",
+            tb.iter().map(|t| t.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    /// a relay restored from a snapshot with no targets (e.g. a
+    /// bootstrap relay removed from the config, or a relay in its empty
+    /// grace) is never forgotten: no timer, never touched.
+    #[test]
+    fn a_restored_relay_without_targets_is_forgotten() {
+        let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.bootstrap = vec![url("wss://boot.example")];
+        let mut e = Engine::new(config);
+        e.handle_input(Time::from_secs(T), Input::Tick);
+        let snap = e.snapshot();
+        let mut e2 = Engine::restore(
+            Config::new(ServiceId::parse(SERVICE).unwrap()),
+            snap,
+            Time::from_secs(T + 10),
+        )
+        .unwrap();
+        for h in 0..48 {
+            e2.handle_input(Time::from_secs(T + 10 + h * 3600), Input::Tick);
+        }
+        assert_eq!(
+            e2.relay_urls().count(),
+            0,
+            "still carried after 2 days; next_wakeup={:?}",
+            e2.next_wakeup()
+        );
+    }
+
+    /// every untracked announcement seen (discovery of every relay)
+    /// is kept in the catalog forever, relay list and all.
+    #[test]
+    fn untracked_announcements_are_not_accumulated() {
+        let mut e = engine();
+        for i in 0..5000u32 {
+            let ev = crate::testutil::ev(
+                (i % 250) as u8 + 1,
+                T,
+                30617,
+                &[
+                    &["d", &format!("x{i}")],
+                    &["relays", "wss://elsewhere.example"],
+                ],
+            );
+            e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ev));
+        }
+        assert_eq!(e.status().repos, 0);
+        assert!(
+            e.snapshot().repos.len() < 5000,
+            "kept {} untracked entries",
+            e.snapshot().repos.len()
+        );
     }
 }

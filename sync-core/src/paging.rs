@@ -40,7 +40,7 @@ pub struct FilterPaging {
     page_newest: Option<u64>,
     /// Pages sent so far in this pass.
     pages: u32,
-    /// The largest page the relay sent in this pass.
+    /// The largest normal (not one-second) page the relay sent in this pass.
     largest_page: u32,
 }
 
@@ -180,12 +180,20 @@ impl FilterPaging {
     pub fn end_page(&mut self, page_limit: u32, max_page_limit: u32) -> bool {
         self.pages = self.pages.saturating_add(1);
         // A one-second page can only hide more events when it looks truncated:
-        // as large as any page this pass has seen, and not tiny (no relay caps
-        // pages below a few dozen).
-        let all_one_second = self.page_count >= TIE_MIN_PAGE
-            && self.page_count >= self.largest_page
-            && self.page_oldest == self.page_newest;
-        self.largest_page = self.largest_page.max(self.page_count);
+        // it filled the limit it asked for, or it is as large as any normal
+        // page of this pass (a silent cap) and not tiny (no relay caps pages
+        // below a few dozen).
+        let requested = match self.mode {
+            Mode::Tie { limit, .. } => limit,
+            _ => page_limit,
+        };
+        let normal = matches!(self.mode, Mode::Normal { .. });
+        let truncated = self.page_count >= requested
+            || (self.page_count >= TIE_MIN_PAGE && self.page_count >= self.largest_page);
+        let all_one_second = truncated && self.page_count > 0 && self.page_oldest == self.page_newest;
+        if normal {
+            self.largest_page = self.largest_page.max(self.page_count);
+        }
         self.mode = match self.mode {
             Mode::Done => Mode::Done,
             Mode::Normal { until } => {
@@ -352,5 +360,29 @@ mod tests {
         p.observe(id(1), 60);
         p.observe(id(2), 40); // relay ignored since
         assert!(p.end_page(500, 4000));
+    }
+
+    /// A tie page asked with a doubled limit must not make a later full page
+    /// at the normal limit look complete.
+    #[test]
+    fn a_doubled_tie_page_does_not_end_the_pass_early() {
+        let mut events: Vec<(u64, u64)> = (0..700).map(|i| (i, 5000)).collect();
+        events.extend((700..1400).map(|i| (i, 4000)));
+        events.extend((1400..1500).map(|i| (i, 3000 - i)));
+        // relay honours limit up to 1000
+        let (got, _) = run(&events, 1000, 500, 4000);
+        assert_eq!(got.len(), 1500, "lost {} events", 1500 - got.len());
+    }
+
+    /// A relay whose `max_limit` is tiny: a full one-second page steps below
+    /// that second instead of ending the pass.
+    #[test]
+    fn a_tiny_max_limit_steps_below_a_full_second() {
+        let mut events: Vec<(u64, u64)> = (0..15).map(|i| (i, 5000)).collect();
+        events.extend((15..115).map(|i| (i, 4000 - i)));
+        let (got, _) = run(&events, 10, 10, 10);
+        // Spec: tie -> cannot double -> step until one second lower. Only the 5
+        // hidden events of second 5000 are unreachable.
+        assert!(got.len() >= 110, "got only {} of 115", got.len());
     }
 }

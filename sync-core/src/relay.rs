@@ -138,6 +138,9 @@ struct Auth {
     authenticated: bool,
     /// Work was refused with `auth-required:` and waits for AUTH.
     needed: bool,
+    /// Since when work has waited for AUTH (it waits at most `AUTH_TIMEOUT`
+    /// for a challenge and an answer).
+    needed_since: Option<Time>,
 }
 
 /// A unit of historic work: targets of one layer and the pagination of each
@@ -237,6 +240,8 @@ struct LiveGroup {
     attempts: u32,
     /// A small group for targets added while live: updating it is cheap.
     tail: bool,
+    /// Already split once after an `error:`-style refusal.
+    split: bool,
 }
 
 /// Values per filter in a tail group: an update resends at most this many
@@ -493,7 +498,7 @@ impl Relay {
                 if let Some(r) = self.next_resync {
                     at(r);
                 }
-                if let Some(p) = self.auth.pending_since {
+                if let Some(p) = self.auth.pending_since.or(self.auth_wait_since()) {
                     at(p.plus(AUTH_TIMEOUT));
                 }
                 if self.cooldown_until.is_none() && !self.auth_blocks() {
@@ -730,6 +735,7 @@ impl Relay {
             retry_at: batch_at,
             attempts: 0,
             tail: true,
+            split: false,
         });
         true
     }
@@ -741,7 +747,7 @@ impl Relay {
         let layer = target.layer();
         let cap = layer.pack_capacity(budget.max_values_per_filter);
         let max_filters = budget.max_filters_per_req as usize;
-        for g in self.live.iter_mut().filter(|g| !g.tail) {
+        for g in self.live.iter_mut().filter(|g| !g.tail && !g.refused) {
             if let Some((_, set)) = g
                 .packs
                 .iter_mut()
@@ -756,7 +762,7 @@ impl Relay {
             }
         }
         let need = layer.filter_kinds().len();
-        for g in self.live.iter_mut().filter(|g| !g.tail) {
+        for g in self.live.iter_mut().filter(|g| !g.tail && !g.refused) {
             if g.filter_count() + need <= max_filters {
                 g.packs.push((layer, BTreeSet::from([target.clone()])));
                 g.dirty = true;
@@ -777,6 +783,7 @@ impl Relay {
             retry_at: Time::ZERO,
             attempts: 0,
             tail: false,
+            split: false,
         });
     }
 
@@ -952,7 +959,26 @@ impl Relay {
     pub(crate) fn on_info(&mut self, info: RelayInfo, now: Time, ctx: &mut Ctx<'_>) {
         self.info = Some(info);
         self.repack_live(now, ctx);
+        self.shed_historic(now, ctx);
         self.pump(now, ctx);
+    }
+
+    /// Closes historic REQs beyond a budget that shrank under them (a NIP-11
+    /// document that arrived after the first wave), keeping their pagination
+    /// for later.
+    fn shed_historic(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let max = self.budget(ctx.config).max_subscriptions as usize;
+        let live_open = self.live.iter().filter(|g| g.open).count().min(max.saturating_sub(1).max(1));
+        while self.active.len() + live_open > max && !self.active.is_empty() {
+            let Some(sub) = self.active.keys().next_back().cloned() else {
+                break;
+            };
+            ctx.out.push_back(Command::Unsubscribe {
+                relay: self.url.clone(),
+                subscription: sub.clone(),
+            });
+            self.requeue(&sub, now);
+        }
     }
 
     /// Rebuilds the live groups when they no longer fit the budget (limits
@@ -1010,6 +1036,7 @@ impl Relay {
                 if self
                     .auth
                     .pending_since
+                    .or(self.auth_wait_since())
                     .is_some_and(|p| now.since(p) >= AUTH_TIMEOUT)
                 {
                     self.auth_failed(now);
@@ -1046,7 +1073,8 @@ impl Relay {
         let Some(req) = self.active.remove(sub) else {
             return;
         };
-        for mut p in req.packs {
+        // Packs emptied by removed targets are dropped, never sent bare.
+        for mut p in req.packs.into_iter().filter(|p| !p.targets.is_empty()) {
             p.attempts += 1;
             if p.attempts >= t.historic_max_attempts {
                 self.give_up(p, GiveUpReason::Unresponsive);
@@ -1074,7 +1102,7 @@ impl Relay {
     fn requeue(&mut self, sub: &SubscriptionId, ready_at: Time) {
         self.unanswered.retain(|s| s != sub);
         if let Some(req) = self.active.remove(sub) {
-            for mut p in req.packs {
+            for mut p in req.packs.into_iter().filter(|p| !p.targets.is_empty()) {
                 p.ready_at = ready_at;
                 self.queue.push_front(p);
             }
@@ -1234,6 +1262,7 @@ impl Relay {
 
     /// Forms one historic REQ from ready packs. Returns false when nothing is ready.
     fn send_next_req(&mut self, now: Time, budget: &Budget, ctx: &mut Ctx<'_>) -> bool {
+        self.queue.retain(|p| !p.targets.is_empty());
         let Some(first) = self.queue.iter().position(|p| p.ready_at <= now) else {
             return false;
         };
@@ -1463,8 +1492,14 @@ impl Relay {
                 self.requeue(sub, until);
                 self.live_retry(sub, until, false);
             }
+            "auth-required" if ctx.config.auth_enabled && self.auth.authenticated => {
+                // Authenticated and still refused: this relay does not serve
+                // us. Asking again would only loop.
+                self.give_up_sub(sub, GiveUpReason::AuthRequired);
+            }
             "auth-required" if ctx.config.auth_enabled => {
                 self.auth.needed = true;
+                self.auth.needed_since.get_or_insert(now);
                 self.requeue(sub, now);
                 self.live_retry(sub, now, false);
                 self.try_authenticate(now, ctx);
@@ -1477,7 +1512,8 @@ impl Relay {
             }
             "error" | "invalid" | "unsupported" => {
                 if let Some(req) = self.active.remove(sub) {
-                    let packs = req.packs;
+                    let packs: Vec<Pack> =
+                        req.packs.into_iter().filter(|p| !p.targets.is_empty()).collect();
                     let many = packs.len() > 1;
                     for mut p in packs {
                         if many {
@@ -1513,7 +1549,7 @@ impl Relay {
                         }
                     }
                 } else {
-                    self.give_up_sub(sub, GiveUpReason::Rejected);
+                    self.split_live(sub, now);
                 }
             }
             _ => {
@@ -1553,6 +1589,48 @@ impl Relay {
             if count {
                 g.attempts += 1;
             }
+        }
+    }
+
+    /// An `error:`-style refusal of a live REQ: split the group in two (by
+    /// packs, or by halving its one pack) and retry the halves; a group
+    /// refused again after a split waits for the daily pass.
+    fn split_live(&mut self, sub: &SubscriptionId, now: Time) {
+        let Some(i) = self.live.iter().position(|g| g.sub == *sub) else {
+            return;
+        };
+        if self.live[i].split {
+            self.give_up_sub(sub, GiveUpReason::Rejected);
+            return;
+        }
+        let mut g = self.live.remove(i);
+        self.unanswered.retain(|s| s != sub);
+        let mut halves = [Vec::new(), Vec::new()];
+        if g.packs.len() > 1 {
+            let second = g.packs.split_off(g.packs.len() / 2);
+            halves = [std::mem::take(&mut g.packs), second];
+        } else if let Some((layer, set)) = g.packs.pop() {
+            if set.len() > 1 {
+                let mut a = set;
+                let b = a.split_off(&a.iter().nth(a.len() / 2).cloned().unwrap_or(TargetKey::Discovery));
+                halves = [vec![(layer, a)], vec![(layer, b)]];
+            } else {
+                halves = [vec![(layer, set)], Vec::new()];
+            }
+        }
+        for packs in halves.into_iter().filter(|p| !p.is_empty()) {
+            self.live.push(LiveGroup {
+                sub: g.sub.clone(),
+                packs,
+                since: None,
+                open: false,
+                dirty: true,
+                refused: false,
+                retry_at: now,
+                attempts: g.attempts,
+                tail: g.tail,
+                split: true,
+            });
         }
     }
 
@@ -1650,6 +1728,15 @@ impl Relay {
         }
     }
 
+    /// Since when work has waited for AUTH with no AUTH on the wire.
+    fn auth_wait_since(&self) -> Option<Time> {
+        if self.auth.needed && !self.auth.authenticated && self.auth.pending_since.is_none() {
+            self.auth.needed_since
+        } else {
+            None
+        }
+    }
+
     fn auth_failed(&mut self, _now: Time) {
         self.auth.pending_since = None;
         if !self.auth.needed {
@@ -1657,6 +1744,7 @@ impl Relay {
         }
         // Everything waiting for AUTH is given up until the daily pass.
         self.auth.needed = false;
+        self.auth.needed_since = None;
         *self
             .stats
             .refusals
@@ -2159,5 +2247,222 @@ mod tests {
         // First retry after 5 s ± 20 %.
         assert!(matches!(retried_at, Some(64..=67)), "{retried_at:?}");
         assert_eq!(rig.e.status().relays[0].stats.timeouts, 1);
+    }
+
+    fn subs_of_mode(cs: &[Command], mode: SubscriptionMode) -> Vec<(SubscriptionId, Vec<Filter>)> {
+        cs.iter()
+            .filter_map(|c| match c {
+                Command::Subscribe {
+                    subscription,
+                    filters,
+                    mode: m,
+                    ..
+                } if *m == mode => Some((subscription.clone(), filters.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A relay that still answers `auth-required:` after an accepted AUTH
+    /// refuses us: no AUTH+REQ loop.
+    #[test]
+    fn auth_required_after_accepted_auth_is_a_refusal() {
+        let mut rig = Rig::new(1, |c| c.auth_enabled = true);
+        let r = rig.relay.clone();
+        let cs = rig.connect();
+        let mut sub = Rig::historic(&cs)[0].clone();
+        rig.input(Input::AuthChallenge {
+            relay: &r,
+            challenge: "abc",
+        });
+        rig.input(Input::AuthResult {
+            relay: &r,
+            accepted: true,
+        });
+        let mut reqs = 0;
+        for _ in 0..200 {
+            let cs = rig.closed(&sub, "auth-required: you are not on the list");
+            let cs2 = rig.input(Input::AuthResult {
+                relay: &r,
+                accepted: true,
+            });
+            let h: Vec<_> = Rig::historic(&cs)
+                .into_iter()
+                .chain(Rig::historic(&cs2))
+                .collect();
+            if h.is_empty() {
+                break;
+            }
+            reqs += 1;
+            sub = h[0].clone();
+        }
+        // All at the same instant: 200 REQ + 200 AUTH round trips, zero backoff.
+        assert!(
+            reqs < 10,
+            "re-sent {reqs} times at t+0 without backoff or give-up"
+        );
+    }
+
+    /// `CLOSED error:` on a live REQ splits the group and retries the halves
+    /// (spec section 5), instead of dropping live sync of all its targets.
+    #[test]
+    fn live_error_splits_the_group_instead_of_dropping_it() {
+        let mut rig = Rig::new(50, |_| {});
+        let mut open = BTreeSet::new();
+        let cs = rig.connect();
+        let live = subs_of_mode(&cs, SubscriptionMode::Live);
+        assert_eq!(live.len(), 1);
+        let filters = live[0].1.len();
+        rig.answer_all(cs, &mut open, 10);
+        // Refused with `error:`: split in two, both halves retried at once.
+        let cs = rig.closed(&live[0].0, "error: too many tags");
+        let halves = subs_of_mode(&cs, SubscriptionMode::Live);
+        assert_eq!(halves.len(), 2, "{cs:?}");
+        assert_eq!(halves.iter().map(|(_, f)| f.len()).sum::<usize>(), filters);
+        assert_eq!(rig.e.status().relays[0].live_uncovered, 0);
+        // A half refused again waits for the daily pass; the other stays.
+        let cs = rig.closed(&halves[1].0, "error: still too many");
+        assert!(subs_of_mode(&cs, SubscriptionMode::Live).is_empty(), "{cs:?}");
+        let uncovered = rig.e.status().relays[0].live_uncovered;
+        assert!(uncovered > 0 && uncovered < 51, "{uncovered}");
+    }
+
+    /// A pack emptied by a removed target inside a multi-pack REQ is never
+    /// re-queued and sent alone as a REQ with no filters.
+    #[test]
+    fn an_emptied_pack_is_never_sent_as_a_req_without_filters() {
+        let mut rig = Rig::new(1, |_| {});
+        let r = rig.relay.clone();
+        let mut open = BTreeSet::new();
+        let cs = rig.connect();
+        rig.answer_all(cs, &mut open, 10);
+        // A root and a new repo while live: after the batch delay, one REQ
+        // with a root pack and a repo pack.
+        let root = issue(7, T - 5, &coord(1, "r0"));
+        rig.input(Input::RootEventSeen(&root));
+        let ann = announcement(2, "other", T - 5, &["wss://a.example"]);
+        rig.input(Input::AnnouncementSeen(&ann));
+        let cs = rig.at(2);
+        let hist = subs_of_mode(&cs, SubscriptionMode::Historic);
+        assert_eq!(hist.len(), 1, "{cs:?}");
+        assert_eq!(hist[0].1.len(), 7, "root (3) + repo (4) filters");
+        // The root is deleted by its author while the REQ is on the wire.
+        let del = crate::testutil::ev(7, T, 5, &[&["e", &root.id.to_hex()]]);
+        rig.input(Input::DeletionSeen(&del));
+        let mut cs = rig.closed(&hist[0].0, "error: bad filter");
+        for s in 3..200 {
+            cs.extend(rig.at(s));
+        }
+        for (sub, filters) in subs_of_mode(&cs, SubscriptionMode::Historic) {
+            assert!(!filters.is_empty(), "REQ {sub} sent with no filter: {cs:?}");
+        }
+        let _ = r;
+    }
+
+    /// NIP-11 arriving after Connected with a smaller budget than the one
+    /// the first wave used: the surplus is closed and its work re-queued.
+    #[test]
+    fn late_nip11_sheds_subscriptions_over_its_budget() {
+        let mut rig = Rig::new(1000, |_| {});
+        let cs = rig.connect();
+        let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+        for c in &cs {
+            if let Command::Subscribe { subscription, .. } = c {
+                open.insert(subscription.clone());
+            }
+        }
+        rig.publish_max_subscriptions(3);
+        let st = rig.e.status();
+        assert!(
+            st.relays[0].open_subscriptions <= 3,
+            "relay publishes 3, engine holds {} open (sent {})",
+            st.relays[0].open_subscriptions,
+            open.len()
+        );
+    }
+
+    /// A published `max_filters` below a layer's filter count (4 for
+    /// repos) is still respected: a layer's filters spread over REQs.
+    #[test]
+    fn max_filters_below_a_layer_width_is_respected() {
+        let mut rig = Rig::new(3, |_| {});
+        let r = rig.relay.clone();
+        rig.input(Input::RelayInfo {
+            relay: &r,
+            info: RelayInfo {
+                max_filters: Some(2),
+                ..RelayInfo::default()
+            },
+        });
+        let cs = rig.connect();
+        for c in &cs {
+            if let Command::Subscribe {
+                filters,
+                subscription,
+                ..
+            } = c
+            {
+                assert!(
+                    filters.len() <= 2,
+                    "{subscription} has {} filters, relay allows 2",
+                    filters.len()
+                );
+            }
+        }
+    }
+
+    /// After the only live group is refused, a new target does not join it:
+    /// it is followed live in a group of its own.
+    #[test]
+    fn new_targets_avoid_refused_live_groups() {
+        let mut rig = Rig::new(1, |_| {});
+        let mut open = BTreeSet::new();
+        let cs = rig.connect();
+        let live = subs_of_mode(&cs, SubscriptionMode::Live);
+        rig.answer_all(cs, &mut open, 10);
+        rig.closed(&live[0].0, "restricted: not for you");
+        let mut cs = rig.input(Input::RootEventSeen(&issue(7, T - 5, &coord(1, "r0"))));
+        let mut got = false;
+        for s in 1..3600 {
+            cs.extend(rig.at(s));
+            if subs_of_mode(&cs, SubscriptionMode::Live)
+                .iter()
+                .any(|(_, f)| f.len() == 3)
+            {
+                got = true;
+                break;
+            }
+            let r = rig.relay.clone();
+            for sub in Rig::historic(&cs) {
+                rig.input(Input::Eose {
+                    relay: &r,
+                    subscription: &sub,
+                });
+            }
+            cs.clear();
+        }
+        assert!(
+            got,
+            "new root never subscribed live; live_uncovered={}",
+            rig.e.status().relays[0].live_uncovered
+        );
+    }
+
+    /// `auth-required` with a key but no challenge yet: the work must not
+    /// wait (with no timer) until the daily pass.
+    #[test]
+    fn auth_required_without_a_challenge_does_not_stall() {
+        let mut rig = Rig::new(1, |c| c.auth_enabled = true);
+        let cs = rig.connect();
+        let sub = Rig::historic(&cs)[0].clone();
+        rig.closed(&sub, "auth-required: sign in");
+        let wake = rig.e.next_wakeup().unwrap();
+        let st = rig.e.status();
+        assert!(
+            wake.since(rig.now).as_secs() < 3600,
+            "pending {} with next wakeup in {} h",
+            st.relays[0].pending,
+            wake.since(rig.now).as_secs() / 3600
+        );
     }
 }
