@@ -122,8 +122,16 @@ impl Catalog {
             created_at,
             tracked,
             // An untracked version is kept only to supersede: no relays.
-            relays: if tracked { ann.relays.clone() } else { Vec::new() },
-            maintainers: if tracked { ann.maintainers.clone() } else { Vec::new() },
+            relays: if tracked {
+                ann.relays.clone()
+            } else {
+                Vec::new()
+            },
+            maintainers: if tracked {
+                ann.maintainers.clone()
+            } else {
+                Vec::new()
+            },
         };
         let old = self.repos.insert(coord.clone(), new);
         if let Some(old) = &old {

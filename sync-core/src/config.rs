@@ -90,6 +90,9 @@ pub struct Timing {
     /// New work found while connected waits this long, so that targets found
     /// together share one REQ and one live update.
     pub batch_delay: Duration,
+    /// Targets that no live subscription can cover (the relay's budget is
+    /// too small) are fetched with a catch-up REQ this often instead.
+    pub uncovered_poll: Duration,
     /// First cool-down after `rate-limited:`.
     pub rate_limit_cooldown: Duration,
     /// Cool-down cap.
@@ -115,6 +118,7 @@ impl Default for Timing {
             historic_timeout: Duration::from_secs(60),
             historic_max_attempts: 6,
             batch_delay: Duration::from_secs(1),
+            uncovered_poll: Duration::from_secs(5 * 60),
             rate_limit_cooldown: Duration::from_secs(65),
             rate_limit_cooldown_max: Duration::from_secs(30 * 60),
         }

@@ -252,8 +252,10 @@ impl Engine {
     }
 
     /// Targets in historic work on a relay (queued or on the wire).
-    pub fn pending_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
-        self.relays.get(relay).map(|r| r.pending_targets())
+    pub fn pending_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
+        self.relays
+            .get(relay)
+            .map(|r| r.pending_targets().cloned().collect())
     }
 
     /// The state that must survive a restart (spec section 8).

@@ -37,6 +37,20 @@ pub enum FilterKind {
     RootQ,
 }
 
+impl FilterKind {
+    /// The layer this filter belongs to.
+    pub fn layer(self) -> Layer {
+        match self {
+            FilterKind::Announcements => Layer::Discovery,
+            FilterKind::RepoState
+            | FilterKind::RepoA
+            | FilterKind::RepoUpperA
+            | FilterKind::RepoQ => Layer::Repo,
+            FilterKind::RootE | FilterKind::RootUpperE | FilterKind::RootQ => Layer::Root,
+        }
+    }
+}
+
 const DISCOVERY_KINDS: &[FilterKind] = &[FilterKind::Announcements];
 const REPO_KINDS: &[FilterKind] = &[
     FilterKind::RepoState,

@@ -190,7 +190,8 @@ impl FilterPaging {
         let normal = matches!(self.mode, Mode::Normal { .. });
         let truncated = self.page_count >= requested
             || (self.page_count >= TIE_MIN_PAGE && self.page_count >= self.largest_page);
-        let all_one_second = truncated && self.page_count > 0 && self.page_oldest == self.page_newest;
+        let all_one_second =
+            truncated && self.page_count > 0 && self.page_oldest == self.page_newest;
         if normal {
             self.largest_page = self.largest_page.max(self.page_count);
         }

@@ -230,7 +230,10 @@ impl HistoricReq {
 #[derive(Clone, Debug)]
 struct LiveGroup {
     sub: SubscriptionId,
-    packs: Vec<(Layer, BTreeSet<TargetKey>)>,
+    /// Each pack: the filter kinds it carries (a layer's kinds, or a slice
+    /// of them when the relay allows fewer filters per REQ than the layer
+    /// has) and its targets.
+    packs: Vec<(&'static [FilterKind], BTreeSet<TargetKey>)>,
     /// `since` of the REQ on the wire, when open.
     since: Option<Timestamp>,
     open: bool,
@@ -242,7 +245,13 @@ struct LiveGroup {
     tail: bool,
     /// Already split once after an `error:`-style refusal.
     split: bool,
+    /// Since when the group should have been open but was not (refused,
+    /// cooling down, no slot): at (re)open its targets catch up on the gap.
+    gap_since: Option<Time>,
 }
+
+/// A live group open this much later than it should have been catches up.
+const LIVE_GAP_MIN: Duration = Duration::from_secs(1);
 
 /// Values per filter in a tail group: an update resends at most this many
 /// values per filter instead of a whole dense group.
@@ -250,20 +259,20 @@ const TAIL_VALUES: usize = 10;
 
 impl LiveGroup {
     fn filter_count(&self) -> usize {
-        self.packs.iter().map(|(l, _)| l.filter_kinds().len()).sum()
+        self.packs.iter().map(|(kinds, _)| kinds.len()).sum()
     }
 
     fn matches(&self, event: &Event) -> bool {
         self.packs
             .iter()
-            .any(|(layer, set)| layer.filter_kinds().iter().any(|k| matches(*k, set, event)))
+            .any(|(kinds, set)| kinds.iter().any(|k| matches(*k, set, event)))
     }
 
     /// The REQ's filters: `limit: 0` (nothing stored) and the group's `since`.
     fn filters(&self, since: Timestamp) -> Vec<Filter> {
         let mut out = Vec::with_capacity(self.filter_count());
-        for (layer, set) in &self.packs {
-            for kind in layer.filter_kinds() {
+        for (kinds, set) in &self.packs {
+            for kind in kinds.iter() {
                 out.push(build_filter(*kind, set.iter()).since(since).limit(0));
             }
         }
@@ -288,7 +297,9 @@ pub struct Relay {
     pub(crate) empty_since: Option<Time>,
     pub(crate) rng: Rng,
     pub(crate) confirmed: BTreeSet<TargetKey>,
-    pending: BTreeSet<TargetKey>,
+    /// Targets in historic work, with how many packs hold each (a target
+    /// can be in a full pass and a catch-up at once).
+    pending: BTreeMap<TargetKey, u32>,
     pub(crate) given_up: BTreeMap<TargetKey, GiveUpReason>,
     queue: VecDeque<Pack>,
     active: BTreeMap<SubscriptionId, HistoricReq>,
@@ -302,6 +313,10 @@ pub struct Relay {
     /// REQs sent and not yet answered, most recent last (for NOTICE attribution).
     unanswered: Vec<SubscriptionId>,
     next_sub: u64,
+    /// When targets the live budget cannot cover are next polled with a
+    /// catch-up REQ, and when they last were.
+    poll_at: Option<Time>,
+    polled_at: Option<Time>,
     /// Newest `created_at` received per layer (discovery, repo, root).
     pub(crate) last_event_at: [Option<u64>; 3],
     pub(crate) stats: RelayStats,
@@ -340,7 +355,7 @@ impl Relay {
             empty_since: None,
             rng,
             confirmed: BTreeSet::new(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             given_up: BTreeMap::new(),
             queue: VecDeque::new(),
             active: BTreeMap::new(),
@@ -349,6 +364,8 @@ impl Relay {
             cooldown_strikes: 0,
             auth: Auth::default(),
             retired: VecDeque::new(),
+            poll_at: None,
+            polled_at: None,
             unanswered: Vec::new(),
             next_sub: 0,
             last_event_at: [None; 3],
@@ -392,8 +409,8 @@ impl Relay {
         )
     }
 
-    pub(crate) fn pending_targets(&self) -> &BTreeSet<TargetKey> {
-        &self.pending
+    pub(crate) fn pending_targets(&self) -> impl Iterator<Item = &TargetKey> {
+        self.pending.keys()
     }
 
     pub(crate) fn open_subscriptions(&self) -> usize {
@@ -408,8 +425,9 @@ impl Relay {
         self.live
             .iter()
             .filter(|g| !g.open)
-            .map(|g| g.packs.iter().map(|(_, t)| t.len()).sum::<usize>())
-            .sum()
+            .flat_map(|g| g.packs.iter().flat_map(|(_, t)| t.iter()))
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// The filters of an open subscription, rebuilt from its targets.
@@ -498,6 +516,9 @@ impl Relay {
                 if let Some(r) = self.next_resync {
                     at(r);
                 }
+                if let Some(p) = self.poll_at {
+                    at(p);
+                }
                 if let Some(p) = self.auth.pending_since.or(self.auth_wait_since()) {
                     at(p.plus(AUTH_TIMEOUT));
                 }
@@ -541,7 +562,7 @@ impl Relay {
         self.live_add(&target, now, ctx.config);
         if self.is_connected()
             && !self.confirmed.contains(&target)
-            && !self.pending.contains(&target)
+            && !self.pending.contains_key(&target)
             && !self.given_up.contains_key(&target)
         {
             self.enqueue_new(target, now, ctx.config);
@@ -557,7 +578,7 @@ impl Relay {
         }
         self.confirmed.remove(target);
         self.given_up.remove(target);
-        if self.pending.remove(target) {
+        if self.pending.remove(target).is_some() {
             for p in &mut self.queue {
                 p.targets.remove(target);
             }
@@ -583,11 +604,30 @@ impl Relay {
         self.live_remove(target);
     }
 
+    fn pend(&mut self, t: &TargetKey) {
+        *self.pending.entry(t.clone()).or_insert(0) += 1;
+    }
+
+    /// One pack fewer holds `t`; true when none does any more.
+    fn unpend(&mut self, t: &TargetKey) -> bool {
+        match self.pending.get_mut(t) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.pending.remove(t);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn enqueue_new(&mut self, target: TargetKey, now: Time, config: &Config) {
         let cap = target
             .layer()
             .pack_capacity(self.budget(config).max_values_per_filter);
-        self.pending.insert(target.clone());
+        self.pend(&target);
         if let Some(p) = self.queue.iter_mut().rev().find(|p| {
             p.layer == target.layer()
                 && p.since.is_none()
@@ -624,7 +664,7 @@ impl Relay {
             for chunk in ts.chunks(layer.pack_capacity(values)) {
                 let mut p = Pack::new(layer, since, now);
                 for t in chunk {
-                    self.pending.insert(t.clone());
+                    self.pend(t);
                     p.targets.insert(t.clone());
                 }
                 self.queue.push_back(p);
@@ -639,7 +679,7 @@ impl Relay {
             .targets
             .iter()
             .filter(|t| {
-                !self.pending.contains(*t)
+                !self.pending.contains_key(*t)
                     && !self.confirmed.contains(*t)
                     && !self.given_up.contains_key(*t)
             })
@@ -663,7 +703,7 @@ impl Relay {
                 return;
             }
             // No slot for another tail: fold them into the dense groups.
-            let folded: Vec<TargetKey> = self
+            let folded: BTreeSet<TargetKey> = self
                 .live
                 .iter_mut()
                 .filter(|g| g.tail)
@@ -689,9 +729,12 @@ impl Relay {
         budget: &Budget,
     ) -> bool {
         let batch_at = now.plus(config.timing.batch_delay);
-        let layer = target.layer();
-        let need = layer.filter_kinds().len();
+        let kinds = target.layer().filter_kinds();
+        let need = kinds.len();
         let max_filters = budget.max_filters_per_req as usize;
+        if need > max_filters {
+            return false; // a layer spread over REQs is packed densely
+        }
         if let Some(g) = self
             .live
             .iter_mut()
@@ -701,14 +744,14 @@ impl Relay {
             let placed = if let Some((_, set)) = g
                 .packs
                 .iter_mut()
-                .find(|(l, set)| *l == layer && set.len() < TAIL_VALUES)
+                .find(|(k, set)| *k == kinds && set.len() < TAIL_VALUES)
             {
                 set.insert(target.clone());
                 true
-            } else if g.packs.iter().all(|(l, _)| *l != layer)
+            } else if g.packs.iter().all(|(k, _)| *k != kinds)
                 && g.filter_count() + need <= max_filters
             {
-                g.packs.push((layer, BTreeSet::from([target.clone()])));
+                g.packs.push((kinds, BTreeSet::from([target.clone()])));
                 true
             } else {
                 false
@@ -727,7 +770,7 @@ impl Relay {
         self.next_sub += 1;
         self.live.push(LiveGroup {
             sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
-            packs: vec![(layer, BTreeSet::from([target.clone()]))],
+            packs: vec![(kinds, BTreeSet::from([target.clone()]))],
             since: None,
             open: false,
             dirty: true,
@@ -736,22 +779,38 @@ impl Relay {
             attempts: 0,
             tail: true,
             split: false,
+            // New targets' history is sent after the group opens: no gap.
+            gap_since: None,
         });
         true
     }
 
-    /// Packs a target densely: into the first dense group with room.
+    /// Packs a target densely: into the first dense group with room, once
+    /// per slice of its layer's filter kinds that fits a REQ.
     fn add_dense(&mut self, target: &TargetKey, now: Time, config: &Config, budget: &Budget) {
+        let max_filters = (budget.max_filters_per_req as usize).max(1);
+        for kinds in target.layer().filter_kinds().chunks(max_filters) {
+            self.add_dense_kinds(target, kinds, now, config, budget);
+        }
+    }
+
+    fn add_dense_kinds(
+        &mut self,
+        target: &TargetKey,
+        kinds: &'static [FilterKind],
+        now: Time,
+        config: &Config,
+        budget: &Budget,
+    ) {
         // Updates of an open live subscription are batched like new history.
         let batch_at = now.plus(config.timing.batch_delay);
-        let layer = target.layer();
-        let cap = layer.pack_capacity(budget.max_values_per_filter);
+        let cap = target.layer().pack_capacity(budget.max_values_per_filter);
         let max_filters = budget.max_filters_per_req as usize;
         for g in self.live.iter_mut().filter(|g| !g.tail && !g.refused) {
             if let Some((_, set)) = g
                 .packs
                 .iter_mut()
-                .find(|(l, s)| *l == layer && s.len() < cap)
+                .find(|(k, s)| *k == kinds && s.len() < cap)
             {
                 set.insert(target.clone());
                 g.dirty = true;
@@ -761,10 +820,9 @@ impl Relay {
                 return;
             }
         }
-        let need = layer.filter_kinds().len();
         for g in self.live.iter_mut().filter(|g| !g.tail && !g.refused) {
-            if g.filter_count() + need <= max_filters {
-                g.packs.push((layer, BTreeSet::from([target.clone()])));
+            if g.filter_count() + kinds.len() <= max_filters {
+                g.packs.push((kinds, BTreeSet::from([target.clone()])));
                 g.dirty = true;
                 if g.open {
                     g.retry_at = g.retry_at.max(batch_at);
@@ -775,7 +833,7 @@ impl Relay {
         self.next_sub += 1;
         self.live.push(LiveGroup {
             sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
-            packs: vec![(layer, BTreeSet::from([target.clone()]))],
+            packs: vec![(kinds, BTreeSet::from([target.clone()]))],
             since: None,
             open: false,
             dirty: true,
@@ -784,6 +842,8 @@ impl Relay {
             attempts: 0,
             tail: false,
             split: false,
+            // New targets' history is sent after the group opens: no gap.
+            gap_since: None,
         });
     }
 
@@ -867,8 +927,11 @@ impl Relay {
             g.open = false;
             g.dirty = true;
             g.retry_at = now;
+            g.gap_since = Some(now);
         }
         self.last_connected = Some(now);
+        self.poll_at = None;
+        self.polled_at = None;
         // An overdue daily pass (missed while disconnected) runs at the next timer.
         if self.next_resync.is_none() {
             self.next_resync = Some(now.plus(self.rng.between(t.resync_min, t.resync_max)));
@@ -968,7 +1031,12 @@ impl Relay {
     /// for later.
     fn shed_historic(&mut self, now: Time, ctx: &mut Ctx<'_>) {
         let max = self.budget(ctx.config).max_subscriptions as usize;
-        let live_open = self.live.iter().filter(|g| g.open).count().min(max.saturating_sub(1).max(1));
+        let live_open = self
+            .live
+            .iter()
+            .filter(|g| g.open)
+            .count()
+            .min(max.saturating_sub(1).max(1));
         while self.active.len() + live_open > max && !self.active.is_empty() {
             let Some(sub) = self.active.keys().next_back().cloned() else {
                 break;
@@ -987,9 +1055,11 @@ impl Relay {
         let budget = self.budget(ctx.config);
         let fits = self.live.iter().all(|g| {
             g.filter_count() <= budget.max_filters_per_req as usize
-                && g.packs
-                    .iter()
-                    .all(|(l, set)| set.len() <= l.pack_capacity(budget.max_values_per_filter))
+                && g.packs.iter().all(|(kinds, set)| {
+                    kinds.first().is_none_or(|k| {
+                        set.len() <= k.layer().pack_capacity(budget.max_values_per_filter)
+                    })
+                })
         });
         if fits {
             return;
@@ -1006,6 +1076,7 @@ impl Relay {
             targets.extend(g.packs.into_iter().flat_map(|(_, set)| set));
         }
         targets.sort();
+        targets.dedup();
         for t in &targets {
             self.live_add(t, now, ctx.config);
         }
@@ -1062,6 +1133,9 @@ impl Relay {
                 if self.next_resync.is_some_and(|r| r <= now) {
                     self.daily_pass(now, ctx);
                 }
+                if self.poll_at.is_some_and(|p| p <= now) {
+                    self.poll_uncovered(now, ctx.config);
+                }
                 self.pump(now, ctx);
             }
         }
@@ -1092,7 +1166,7 @@ impl Relay {
 
     fn give_up(&mut self, p: Pack, reason: GiveUpReason) {
         for t in p.targets {
-            self.pending.remove(&t);
+            self.unpend(&t);
             if !self.confirmed.contains(&t) {
                 self.given_up.insert(t, reason);
             }
@@ -1107,6 +1181,27 @@ impl Relay {
                 self.queue.push_front(p);
             }
         }
+    }
+
+    /// A catch-up pass over the targets no live subscription covers, from
+    /// the previous poll (minus the safety margin) on.
+    fn poll_uncovered(&mut self, now: Time, config: &Config) {
+        let since = self
+            .polled_at
+            .unwrap_or(now)
+            .minus(config.timing.catch_up_margin)
+            .as_secs();
+        let uncovered: BTreeSet<TargetKey> = self
+            .live
+            .iter()
+            .filter(|g| !g.open && !g.refused)
+            .flat_map(|g| g.packs.iter().flat_map(|(_, set)| set.iter()))
+            .filter(|t| !self.given_up.contains_key(*t))
+            .cloned()
+            .collect();
+        self.enqueue_all(uncovered.into_iter().collect(), Some(since), now, config);
+        self.polled_at = Some(now);
+        self.poll_at = Some(now.plus(config.timing.uncovered_poll));
     }
 
     /// The daily re-sync: forgive refusals and run a full historic pass over
@@ -1143,7 +1238,7 @@ impl Relay {
             }
         });
         for t in superseded {
-            self.pending.remove(&t);
+            self.unpend(&t);
         }
         let in_full_pass: BTreeSet<&TargetKey> = self
             .queue
@@ -1200,6 +1295,7 @@ impl Relay {
     /// groups, and never past `max` subscriptions with the historic ones.
     fn flush_live(&mut self, now: Time, live_cap: usize, max: usize, ctx: &mut Ctx<'_>) {
         let mut open = self.live.iter().filter(|g| g.open).count();
+        let mut gaps: Vec<(Time, Vec<TargetKey>)> = Vec::new();
         // Close open groups beyond the cap, and groups that became empty.
         for g in self.live.iter_mut().rev() {
             if g.open && (open > live_cap || g.packs.is_empty()) {
@@ -1210,6 +1306,9 @@ impl Relay {
                 });
                 g.open = false;
                 g.dirty = !g.packs.is_empty();
+                if g.dirty {
+                    g.gap_since.get_or_insert(now);
+                }
                 open -= 1;
             }
         }
@@ -1229,6 +1328,16 @@ impl Relay {
                 _ => now.minus(ctx.config.timing.live_since_margin).timestamp(),
             };
             let filters = g.filters(since);
+            if !g.open {
+                if let Some(t) = g.gap_since.take().filter(|t| now.since(*t) >= LIVE_GAP_MIN) {
+                    let targets: Vec<TargetKey> = g
+                        .packs
+                        .iter()
+                        .flat_map(|(_, set)| set.iter().cloned())
+                        .collect();
+                    gaps.push((t, targets));
+                }
+            }
             if g.open {
                 // An update goes out under a fresh id, after closing the old
                 // one: a late CLOSED or EVENT for the old REQ can then never be
@@ -1257,6 +1366,30 @@ impl Relay {
                 filters,
                 mode: SubscriptionMode::Live,
             });
+        }
+        // What was published while a group could not be open is caught up
+        // on now that it is (history already sent covers only until then).
+        for (t, targets) in gaps {
+            let since = t.minus(ctx.config.timing.catch_up_margin).as_secs();
+            let fresh: Vec<TargetKey> = targets
+                .into_iter()
+                .filter(|t| self.targets.contains(t))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.enqueue_all(fresh, Some(since), now, ctx.config);
+        }
+        // Targets no live slot can cover are polled instead, so that what
+        // is published to them still arrives (within the poll interval).
+        let uncovered = self
+            .live
+            .iter()
+            .any(|g| !g.open && !g.refused && !g.packs.is_empty());
+        if !uncovered {
+            self.poll_at = None;
+        } else if self.poll_at.is_none() {
+            self.poll_at = Some(now.plus(ctx.config.timing.uncovered_poll));
+            self.polled_at.get_or_insert(now);
         }
     }
 
@@ -1320,16 +1453,19 @@ impl Relay {
         true
     }
 
-    /// Builds the next page's filters for every unfinished filter of the REQ.
+    /// Builds the next page's filters: the REQ's unfinished filters, at most
+    /// `max_filters_per_req` of them (a pack wider than that is worked
+    /// through in windows, on the same subscription).
     fn fill_page(req: &mut HistoricReq, budget: &Budget) -> Vec<Filter> {
         req.sent.clear();
+        let max = (budget.max_filters_per_req as usize).max(1);
         let mut filters = Vec::new();
         for (pi, p) in req.packs.iter_mut().enumerate() {
             if p.targets.is_empty() {
                 continue;
             }
             for (fi, (kind, paging)) in p.filters.iter_mut().enumerate() {
-                if paging.is_done() {
+                if paging.is_done() || filters.len() >= max {
                     continue;
                 }
                 paging.start_page();
@@ -1422,7 +1558,7 @@ impl Relay {
             }
             if p.is_done() {
                 for t in p.targets {
-                    if self.pending.remove(&t) && self.targets.contains(&t) {
+                    if self.unpend(&t) && self.targets.contains(&t) {
                         self.confirmed.insert(t.clone());
                         self.given_up.remove(&t);
                     }
@@ -1490,7 +1626,7 @@ impl Relay {
                 self.cool_down(now, &t);
                 let until = self.cooldown_until.unwrap_or(now);
                 self.requeue(sub, until);
-                self.live_retry(sub, until, false);
+                self.live_retry(sub, now, until, false);
             }
             "auth-required" if ctx.config.auth_enabled && self.auth.authenticated => {
                 // Authenticated and still refused: this relay does not serve
@@ -1501,7 +1637,7 @@ impl Relay {
                 self.auth.needed = true;
                 self.auth.needed_since.get_or_insert(now);
                 self.requeue(sub, now);
-                self.live_retry(sub, now, false);
+                self.live_retry(sub, now, now, false);
                 self.try_authenticate(now, ctx);
             }
             "auth-required" => {
@@ -1512,8 +1648,11 @@ impl Relay {
             }
             "error" | "invalid" | "unsupported" => {
                 if let Some(req) = self.active.remove(sub) {
-                    let packs: Vec<Pack> =
-                        req.packs.into_iter().filter(|p| !p.targets.is_empty()).collect();
+                    let packs: Vec<Pack> = req
+                        .packs
+                        .into_iter()
+                        .filter(|p| !p.targets.is_empty())
+                        .collect();
                     let many = packs.len() > 1;
                     for mut p in packs {
                         if many {
@@ -1566,7 +1705,7 @@ impl Relay {
                         .saturating_mul(1 << attempts.min(10))
                         .min(t.backoff_max);
                     let at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
-                    self.live_retry(sub, at, true);
+                    self.live_retry(sub, now, at, true);
                 }
             }
         }
@@ -1581,8 +1720,11 @@ impl Relay {
         self.learned_max_subs = Some(self.learned_max_subs.map_or(learned, |l| l.min(learned)));
     }
 
-    fn live_retry(&mut self, sub: &SubscriptionId, at: Time, count: bool) {
+    fn live_retry(&mut self, sub: &SubscriptionId, now: Time, at: Time, count: bool) {
         if let Some(g) = self.live.iter_mut().find(|g| g.sub == *sub) {
+            if g.open {
+                g.gap_since.get_or_insert(now);
+            }
             g.open = false;
             g.dirty = true;
             g.retry_at = at;
@@ -1612,7 +1754,12 @@ impl Relay {
         } else if let Some((layer, set)) = g.packs.pop() {
             if set.len() > 1 {
                 let mut a = set;
-                let b = a.split_off(&a.iter().nth(a.len() / 2).cloned().unwrap_or(TargetKey::Discovery));
+                let b = a.split_off(
+                    &a.iter()
+                        .nth(a.len() / 2)
+                        .cloned()
+                        .unwrap_or(TargetKey::Discovery),
+                );
                 halves = [vec![(layer, a)], vec![(layer, b)]];
             } else {
                 halves = [vec![(layer, set)], Vec::new()];
@@ -1630,6 +1777,7 @@ impl Relay {
                 attempts: g.attempts,
                 tail: g.tail,
                 split: true,
+                gap_since: Some(now),
             });
         }
     }
@@ -2322,7 +2470,10 @@ mod tests {
         assert_eq!(rig.e.status().relays[0].live_uncovered, 0);
         // A half refused again waits for the daily pass; the other stays.
         let cs = rig.closed(&halves[1].0, "error: still too many");
-        assert!(subs_of_mode(&cs, SubscriptionMode::Live).is_empty(), "{cs:?}");
+        assert!(
+            subs_of_mode(&cs, SubscriptionMode::Live).is_empty(),
+            "{cs:?}"
+        );
         let uncovered = rig.e.status().relays[0].live_uncovered;
         assert!(uncovered > 0 && uncovered < 51, "{uncovered}");
     }

@@ -111,7 +111,7 @@ impl RelayStatus {
                 .filter(|t| matches!(t, TargetKey::Root(_)))
                 .count(),
             confirmed: r.confirmed.len(),
-            pending: r.pending_targets().len(),
+            pending: r.pending_targets().count(),
             given_up,
             open_subscriptions: r.open_subscriptions(),
             queued_batches: r.queued_packs(),

@@ -134,6 +134,13 @@ pub fn generate(seed: u64, p: &Params) -> World {
             };
             profile.rate_limit_first = if rng.chance(25) { 2 } else { 0 };
             profile.nip11 = rng.chance(70);
+            if rng.chance(20) {
+                // A strict relay (strfry's filter validation): few filters per
+                // REQ, published, so the engine can plan within it.
+                profile.max_filters = Some(2 + rng.below(2) as usize);
+                profile.publish_limits = true;
+                profile.nip11 = true;
+            }
         }
         profile.auth = p.auth && rng.chance(30);
         world.add_relay(FakeRelay::new(relay_url(i), profile));

@@ -53,6 +53,9 @@ pub struct Profile {
     pub rate_limit_first: u32,
     /// One-way latency.
     pub latency: Duration,
+    /// Filters allowed in one REQ (published with the limits); more gets
+    /// `CLOSED "error: too many filters"`.
+    pub max_filters: Option<usize>,
     /// NIP-42: sends an AUTH challenge on connect and refuses REQs with
     /// `CLOSED "auth-required: …"` until the client has authenticated.
     pub auth: bool,
@@ -70,6 +73,7 @@ impl Default for Profile {
             rate_limit_first: 0,
             latency: Duration::from_millis(20),
             auth: false,
+            max_filters: None,
         }
     }
 }
@@ -148,6 +152,9 @@ enum Msg {
     Auth(String),
     AuthOk(bool),
 }
+
+/// Generation of deliveries that do not belong to a websocket (NIP-11).
+const ANY_CONNECTION: u64 = u64::MAX;
 
 #[derive(Clone, Debug)]
 struct Delivery {
@@ -430,7 +437,7 @@ impl World {
 
     fn handle_delivery(&mut self, d: Delivery) {
         let current = self.relays.get(&d.relay).map(|r| r.generation);
-        if current != Some(d.generation) {
+        if d.generation != ANY_CONNECTION && current != Some(d.generation) {
             return; // from a connection that no longer exists
         }
         let relay = d.relay;
@@ -623,6 +630,11 @@ impl World {
                         .profile
                         .publish_limits
                         .then_some(r.profile.max_subs as u32),
+                    max_filters: r
+                        .profile
+                        .publish_limits
+                        .then_some(r.profile.max_filters.map(|n| n as u32))
+                        .flatten(),
                     max_limit: r
                         .profile
                         .publish_limits
@@ -630,10 +642,9 @@ impl World {
                         .flatten(),
                     ..RelayInfo::default()
                 };
-                let (g, lat) = (r.generation, r.profile.latency);
-                // Sent on the current generation: an HTTP answer is not tied to
-                // a websocket, but dropping it on a reconnect is harmless.
-                self.deliver_at(now.plus(lat), &relay, g, Msg::Info(info));
+                // NIP-11 is plain HTTP: not tied to any websocket.
+                let lat = r.profile.latency;
+                self.deliver_at(now.plus(lat), &relay, ANY_CONNECTION, Msg::Info(info));
             }
             Command::Connect { relay } => {
                 let Some(r) = self.relays.get_mut(&relay) else {
@@ -724,6 +735,16 @@ impl World {
                 &relay,
                 g,
                 Msg::Closed(sub, "auth-required: sign in first".into()),
+            );
+            return;
+        }
+        if r.profile.max_filters.is_some_and(|m| filters.len() > m) {
+            r.subs.retain(|(s, _)| *s != sub);
+            self.deliver_at(
+                at,
+                &relay,
+                g,
+                Msg::Closed(sub, "error: too many filters".into()),
             );
             return;
         }
