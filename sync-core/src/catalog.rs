@@ -16,6 +16,10 @@ use crate::announcement::Announcement;
 use crate::types::{KeyMap, RepoCoord, TargetKey};
 use crate::url::RelayUrl;
 
+/// Coordinates one deletion request may tombstone (a request naming
+/// thousands is hostile, not housekeeping).
+pub const MAX_DELETED_PER_REQUEST: usize = 100;
+
 /// A change of one relay's target set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetDelta {
@@ -185,7 +189,12 @@ impl Catalog {
         deltas: &mut Vec<TargetDelta>,
     ) -> usize {
         let mut removed = 0;
-        for c in coords.iter().filter(|c| c.author == *author) {
+        // A deletion request is bounded in what it can make us remember.
+        for c in coords
+            .iter()
+            .filter(|c| c.author == *author)
+            .take(MAX_DELETED_PER_REQUEST)
+        {
             let coord = self.intern(c);
             let t = self.tombstones.entry(coord.clone()).or_insert(0);
             *t = (*t).max(created_at);

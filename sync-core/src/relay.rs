@@ -984,8 +984,10 @@ impl Relay {
     }
 
     pub(crate) fn on_connect_failed(&mut self, now: Time, ctx: &mut Ctx<'_>) {
-        if matches!(self.conn, Conn::Connected { .. }) {
-            return; // stale report
+        if !matches!(self.conn, Conn::Connecting { .. }) {
+            // A late report of an attempt already given up (or connected).
+            self.stats.stale_inputs += 1;
+            return;
         }
         self.lose_connection(now, ctx);
     }
