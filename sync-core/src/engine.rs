@@ -594,6 +594,10 @@ impl Engine {
     }
 
     fn reschedule(&mut self, url: &RelayUrl) {
+        #[cfg(debug_assertions)]
+        if let Some(relay) = self.relays.get(url) {
+            relay.check_pending();
+        }
         let next = self
             .relays
             .get(url)

@@ -604,6 +604,25 @@ impl Relay {
         self.live_remove(target);
     }
 
+    /// Debug builds check after every input that `pending` counts exactly
+    /// the packs that hold each target (a leak would leave work "pending"
+    /// forever; a shortfall would confirm targets early).
+    #[cfg(debug_assertions)]
+    pub(crate) fn check_pending(&self) {
+        let mut counted: BTreeMap<&TargetKey, u32> = BTreeMap::new();
+        let packs = self
+            .queue
+            .iter()
+            .chain(self.active.values().flat_map(|r| r.packs.iter()));
+        for p in packs {
+            for t in &p.targets {
+                *counted.entry(t).or_insert(0) += 1;
+            }
+        }
+        let pending: BTreeMap<&TargetKey, u32> = self.pending.iter().map(|(t, n)| (t, *n)).collect();
+        debug_assert_eq!(counted, pending, "pending out of step on {}", self.url);
+    }
+
     fn pend(&mut self, t: &TargetKey) {
         *self.pending.entry(t.clone()).or_insert(0) += 1;
     }
@@ -1419,7 +1438,14 @@ impl Relay {
                     && head.targets.len() + p.targets.len() <= cap
                 {
                     if let Some(p) = self.queue.remove(i) {
-                        head.targets.extend(p.targets);
+                        for t in p.targets {
+                            // Held by both packs: one pack fewer holds it now.
+                            if head.targets.contains(&t) {
+                                self.unpend(&t);
+                            } else {
+                                head.targets.insert(t);
+                            }
+                        }
                         head.attempts = head.attempts.max(p.attempts);
                     }
                 } else {
