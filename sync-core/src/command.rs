@@ -23,7 +23,9 @@ pub enum SubscriptionMode {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    /// Fetch the relay's NIP-11 document and report it with [`Input::RelayInfo`].
+    /// Fetch the relay's NIP-11 document and report it with [`Input::RelayInfo`]
+    /// (an empty `RelayInfo` when the relay serves none, so that the engine
+    /// stops asking; it asks again with each connection attempt until then).
     FetchRelayInfo {
         /// The relay.
         relay: RelayUrl,

@@ -291,7 +291,6 @@ pub struct Relay {
     pub(crate) disconnected_at: Option<Time>,
     pub(crate) last_connected: Option<Time>,
     pub(crate) info: Option<RelayInfo>,
-    info_requested: bool,
     pub(crate) learned_max_subs: Option<u32>,
     pub(crate) next_resync: Option<Time>,
     pub(crate) empty_since: Option<Time>,
@@ -349,7 +348,6 @@ impl Relay {
             disconnected_at: None,
             last_connected: None,
             info: None,
-            info_requested: false,
             learned_max_subs: None,
             next_resync: None,
             empty_since: None,
@@ -890,8 +888,10 @@ impl Relay {
         if retry_at > now || !self.wants_connection() {
             return;
         }
-        if !self.info_requested {
-            self.info_requested = true;
+        // Asked with every attempt until a document (or the host's word that
+        // there is none: an empty `RelayInfo`) arrives: a relay that was down
+        // at first contact still gets planned within its limits.
+        if self.info.is_none() {
             ctx.out.push_back(Command::FetchRelayInfo {
                 relay: self.url.clone(),
             });
@@ -1041,7 +1041,16 @@ impl Relay {
     }
 
     pub(crate) fn on_info(&mut self, info: RelayInfo, now: Time, ctx: &mut Ctx<'_>) {
+        let before = self.budget(ctx.config);
         self.info = Some(info);
+        if self.budget(ctx.config) != before {
+            // Work refused as malformed may only have been too wide for the
+            // limits we just learned: plan it again within them.
+            self.given_up.retain(|_, r| *r != GiveUpReason::Rejected);
+            if self.is_connected() {
+                self.plan_new_work(now, ctx.config);
+            }
+        }
         self.repack_live(now, ctx);
         self.shed_historic(now, ctx);
         self.pump(now, ctx);
