@@ -73,12 +73,12 @@ pub enum UpsertOutcome {
 /// The tracked world.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    repos: BTreeMap<Arc<RepoCoord>, RepoEntry>,
+    repos: KeyMap<Arc<RepoCoord>, RepoEntry>,
     /// Coordinates deleted by their author, with the deletion's `created_at`:
     /// versions at or before it stay deleted.
-    tombstones: BTreeMap<Arc<RepoCoord>, u64>,
+    tombstones: KeyMap<Arc<RepoCoord>, u64>,
     roots: BTreeMap<EventId, RootEntry>,
-    repo_roots: BTreeMap<Arc<RepoCoord>, BTreeSet<EventId>>,
+    repo_roots: KeyMap<Arc<RepoCoord>, BTreeSet<EventId>>,
     deleted_roots: BTreeSet<EventId>,
     /// (maintainer, identifier) → number of tracked repos granting it.
     maintainers: BTreeMap<(PublicKey, String), u32>,
@@ -264,7 +264,9 @@ impl Catalog {
 
     /// Every known repo, in coordinate order.
     pub fn repos(&self) -> impl Iterator<Item = (&Arc<RepoCoord>, &RepoEntry)> {
-        self.repos.iter()
+        let mut repos: Vec<_> = self.repos.iter().collect();
+        repos.sort_by(|a, b| a.0.cmp(b.0));
+        repos.into_iter()
     }
 
     /// Every known root, in id order.
@@ -274,7 +276,9 @@ impl Catalog {
 
     /// Deleted coordinates with their deletion time.
     pub fn tombstones(&self) -> impl Iterator<Item = (&Arc<RepoCoord>, &u64)> {
-        self.tombstones.iter()
+        let mut t: Vec<_> = self.tombstones.iter().collect();
+        t.sort_by(|a, b| a.0.cmp(b.0));
+        t.into_iter()
     }
 
     /// Deleted root ids.
