@@ -309,6 +309,9 @@ pub struct Relay {
     /// Live subscriptions recently replaced by an update: their late events
     /// are still ours, their late CLOSED is stale.
     retired: VecDeque<(SubscriptionId, Time)>,
+    /// Targets changed while disconnected: live groups are packed anew at
+    /// the next connect.
+    live_stale: bool,
     /// REQs sent and not yet answered, most recent last (for NOTICE attribution).
     unanswered: Vec<SubscriptionId>,
     next_sub: u64,
@@ -362,6 +365,7 @@ impl Relay {
             cooldown_strikes: 0,
             auth: Auth::default(),
             retired: VecDeque::new(),
+            live_stale: false,
             poll_at: None,
             polled_at: None,
             unanswered: Vec::new(),
@@ -557,7 +561,12 @@ impl Relay {
             return;
         }
         self.empty_since = None;
-        self.live_add(&target, now, ctx.config);
+        if self.is_connected() {
+            self.live_add(&target, now, ctx.config);
+        } else {
+            // Packed in bulk at the next connect: cheaper than one by one.
+            self.live_stale = true;
+        }
         if self.is_connected()
             && !self.confirmed.contains(&target)
             && !self.pending.contains_key(&target)
@@ -599,7 +608,11 @@ impl Relay {
                 });
             }
         }
-        self.live_remove(target);
+        if self.is_connected() {
+            self.live_remove(target);
+        } else {
+            self.live_stale = true;
+        }
     }
 
     /// Debug builds check after every input that `pending` counts exactly
@@ -617,7 +630,8 @@ impl Relay {
                 *counted.entry(t).or_insert(0) += 1;
             }
         }
-        let pending: BTreeMap<&TargetKey, u32> = self.pending.iter().map(|(t, n)| (t, *n)).collect();
+        let pending: BTreeMap<&TargetKey, u32> =
+            self.pending.iter().map(|(t, n)| (t, *n)).collect();
         debug_assert_eq!(counted, pending, "pending out of step on {}", self.url);
     }
 
@@ -706,6 +720,51 @@ impl Relay {
     }
 
     // ----- live ------------------------------------------------------------
+
+    /// Packs every target into dense live groups at once (at connect, when
+    /// targets changed while disconnected): each layer's sorted targets are
+    /// cut into packs of the budget's size, and packs are placed first-fit.
+    fn pack_live(&mut self, config: &Config) {
+        let budget = self.budget(config);
+        let max_filters = (budget.max_filters_per_req as usize).max(1);
+        self.live.clear();
+        self.live_stale = false;
+        let mut packs: Vec<(&'static [FilterKind], BTreeSet<TargetKey>)> = Vec::new();
+        for layer in [Layer::Discovery, Layer::Repo, Layer::Root] {
+            let of_layer: Vec<&TargetKey> =
+                self.targets.iter().filter(|t| t.layer() == layer).collect();
+            let cap = layer.pack_capacity(budget.max_values_per_filter);
+            for kinds in layer.filter_kinds().chunks(max_filters) {
+                for chunk in of_layer.chunks(cap) {
+                    packs.push((kinds, chunk.iter().map(|t| (*t).clone()).collect()));
+                }
+            }
+        }
+        for (kinds, set) in packs {
+            if let Some(g) = self
+                .live
+                .iter_mut()
+                .find(|g| g.filter_count() + kinds.len() <= max_filters)
+            {
+                g.packs.push((kinds, set));
+                continue;
+            }
+            self.next_sub += 1;
+            self.live.push(LiveGroup {
+                sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
+                packs: vec![(kinds, set)],
+                since: None,
+                open: false,
+                dirty: true,
+                refused: false,
+                retry_at: Time::ZERO,
+                attempts: 0,
+                tail: false,
+                split: false,
+                gap_since: None,
+            });
+        }
+    }
 
     /// Places a target in a live group. While the relay is live, new targets
     /// go to small *tail* groups, so that one new repo or root resends a few
@@ -942,6 +1001,9 @@ impl Relay {
             self.confirmed.clear();
         }
         self.plan_new_work(now, ctx.config);
+        if self.live_stale {
+            self.pack_live(ctx.config);
+        }
         for g in &mut self.live {
             g.open = false;
             g.dirty = true;
@@ -1082,6 +1144,10 @@ impl Relay {
     /// Rebuilds the live groups when they no longer fit the budget (limits
     /// learned after they were packed): close them and pack again.
     fn repack_live(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        if !self.is_connected() {
+            self.live_stale = true; // packed at the next connect
+            return;
+        }
         let budget = self.budget(ctx.config);
         let fits = self.live.iter().all(|g| {
             g.filter_count() <= budget.max_filters_per_req as usize
