@@ -320,11 +320,15 @@ impl Catalog {
         if let Some((k, _)) = self.repos.get_key_value(coord) {
             return k.clone();
         }
-        if let Some((k, _)) = self.repo_roots.get_key_value(coord) {
-            return k.clone();
+        if !self.repo_roots.is_empty() {
+            if let Some((k, _)) = self.repo_roots.get_key_value(coord) {
+                return k.clone();
+            }
         }
-        if let Some((k, _)) = self.tombstones.get_key_value(coord) {
-            return k.clone();
+        if !self.tombstones.is_empty() {
+            if let Some((k, _)) = self.tombstones.get_key_value(coord) {
+                return k.clone();
+            }
         }
         Arc::new(coord.clone())
     }

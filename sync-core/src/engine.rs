@@ -55,7 +55,6 @@ pub struct Engine {
     /// Hashed for fast lookups; sorted wherever it is iterated for output.
     relays: KeyMap<RelayUrl, Relay>,
     timers: BTreeSet<(Time, RelayUrl)>,
-    scheduled: KeyMap<RelayUrl, Time>,
     out: VecDeque<Command>,
     counters: EngineCounters,
     ignored: BTreeMap<(String, String), u64>,
@@ -72,7 +71,6 @@ impl Engine {
             catalog: Catalog::default(),
             relays: KeyMap::default(),
             timers: BTreeSet::new(),
-            scheduled: KeyMap::default(),
             out: VecDeque::new(),
             counters: EngineCounters::default(),
             ignored: BTreeMap::new(),
@@ -469,7 +467,8 @@ impl Engine {
         // Touched relays in first-touched order (deterministic, and tiny).
         let mut touched: Vec<RelayUrl> = Vec::new();
         for d in deltas {
-            if d.added && !self.relays.contains_key(&d.relay) {
+            let known = self.relays.contains_key(&d.relay);
+            if d.added && !known {
                 if self.relays.len() >= self.config.max_relays_total {
                     if self.parked.insert(d.relay.clone()) {
                         self.counters.relays_over_cap += 1;
@@ -581,9 +580,11 @@ impl Engine {
                     out: &mut self.out,
                 };
                 relay.close(now, &mut ctx);
+                if let Some(t) = relay.scheduled.take() {
+                    self.timers.remove(&(t, url.clone()));
+                }
                 self.relays.remove(url);
                 self.counters.relays_forgotten += 1;
-                self.reschedule(url);
                 self.unpark(now);
                 return;
             }
@@ -593,26 +594,23 @@ impl Engine {
         self.reschedule(url);
     }
 
+    /// Re-indexes a relay's next deadline in the timer set.
     fn reschedule(&mut self, url: &RelayUrl) {
+        let now = self.now;
+        let Some(relay) = self.relays.get_mut(url) else {
+            return;
+        };
         #[cfg(debug_assertions)]
-        if let Some(relay) = self.relays.get(url) {
-            relay.check_pending();
-        }
-        let next = self
-            .relays
-            .get(url)
-            .and_then(|r| r.next_deadline(&self.config, self.now));
-        let old = self.scheduled.get(url).copied();
-        if old == next {
+        relay.check_pending();
+        let next = relay.next_deadline(&self.config, now);
+        if relay.scheduled == next {
             return;
         }
-        if let Some(old) = old {
+        if let Some(old) = std::mem::replace(&mut relay.scheduled, next) {
             self.timers.remove(&(old, url.clone()));
-            self.scheduled.remove(url);
         }
         if let Some(next) = next {
             self.timers.insert((next, url.clone()));
-            self.scheduled.insert(url.clone(), next);
         }
     }
 

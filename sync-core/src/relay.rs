@@ -309,6 +309,8 @@ pub struct Relay {
     /// Live subscriptions recently replaced by an update: their late events
     /// are still ours, their late CLOSED is stale.
     retired: VecDeque<(SubscriptionId, Time)>,
+    /// The deadline the engine's timer set holds for this relay.
+    pub(crate) scheduled: Option<Time>,
     /// Targets changed while disconnected: live groups are packed anew at
     /// the next connect.
     live_stale: bool,
@@ -366,6 +368,7 @@ impl Relay {
             auth: Auth::default(),
             retired: VecDeque::new(),
             live_stale: false,
+            scheduled: None,
             poll_at: None,
             polled_at: None,
             unanswered: Vec::new(),

@@ -81,24 +81,42 @@ impl fmt::Display for Time {
     }
 }
 
-/// FNV-1a: a fixed, seedless hasher, so that hash maps behave identically on
-/// every run (the engine never iterates one to produce output without
-/// sorting first).
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(u64);
+/// A fixed, seedless hasher (the Fx scheme: a word at a time), so that hash
+/// maps behave identically on every run (the engine never iterates one to
+/// produce output without sorting first).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FixedHasher(u64);
 
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FixedHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
     }
 }
 
-impl std::hash::Hasher for Fnv {
+impl std::hash::Hasher for FixedHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
         }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
     }
 
     fn finish(&self) -> u64 {
@@ -106,8 +124,8 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-/// A hash map with the deterministic [`Fnv`] hasher, for hot lookups by key.
-pub type KeyMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+/// A hash map with the deterministic [`FixedHasher`], for hot lookups by key.
+pub type KeyMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FixedHasher>>;
 
 /// Kind number of a NIP-34 repository announcement.
 pub const KIND_REPO_ANNOUNCEMENT: u16 = 30617;
