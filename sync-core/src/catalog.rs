@@ -83,7 +83,7 @@ pub struct Catalog {
     /// (maintainer, identifier) → number of tracked repos granting it.
     maintainers: BTreeMap<(PublicKey, String), u32>,
     /// relay → target → number of reasons it is wanted there.
-    relay_refs: KeyMap<RelayUrl, BTreeMap<TargetKey, u32>>,
+    relay_refs: KeyMap<RelayUrl, KeyMap<TargetKey, u32>>,
     /// Id of each known repo's winning announcement.
     announcement_ids: BTreeMap<EventId, Arc<RepoCoord>>,
 }
@@ -229,10 +229,14 @@ impl Catalog {
 
     /// The targets a relay should carry (without bootstrap discovery).
     pub fn relay_targets(&self, relay: &RelayUrl) -> impl Iterator<Item = &TargetKey> {
-        self.relay_refs
+        let mut targets: Vec<&TargetKey> = self
+            .relay_refs
             .get(relay)
             .into_iter()
             .flat_map(|m| m.keys())
+            .collect();
+        targets.sort();
+        targets.into_iter()
     }
 
     /// Relays that carry at least one target, in order.
