@@ -157,6 +157,9 @@ pub struct RepoCoord {
     /// The `d` identifier.
     pub identifier: String,
     text: Box<str>,
+    /// The author's first 8 bytes: most comparisons end here (keys are
+    /// random), without a call to compare whole keys.
+    prefix: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -191,10 +194,13 @@ impl RepoCoord {
             identifier
         )
         .into();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&author.as_bytes()[..8]);
         RepoCoord {
             author,
             identifier,
             text,
+            prefix: u64::from_be_bytes(first),
         }
     }
 
@@ -220,8 +226,12 @@ impl PartialOrd for RepoCoord {
 
 impl Ord for RepoCoord {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.author.as_bytes(), &self.identifier)
-            .cmp(&(other.author.as_bytes(), &other.identifier))
+        // Same order as comparing (author bytes, identifier): the prefix is
+        // the author's first bytes, big-endian.
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            (self.author.as_bytes(), &self.identifier)
+                .cmp(&(other.author.as_bytes(), &other.identifier))
+        })
     }
 }
 
