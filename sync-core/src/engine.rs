@@ -239,14 +239,16 @@ impl Engine {
         )
     }
 
-    /// Targets a relay carries (for tests and tools).
-    pub fn relay_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
-        self.relays.get(relay).map(|r| &r.targets)
+    /// Targets a relay carries, in order (for tests and tools).
+    pub fn relay_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
+        self.relays
+            .get(relay)
+            .map(|r| r.targets.iter().cloned().collect())
     }
 
     /// Targets whose historic sync is confirmed on a relay.
-    pub fn confirmed_targets(&self, relay: &RelayUrl) -> Option<&BTreeSet<TargetKey>> {
-        self.relays.get(relay).map(|r| &r.confirmed)
+    pub fn confirmed_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
+        self.relays.get(relay).map(|r| r.confirmed.clone())
     }
 
     /// Targets in historic work on a relay (queued or on the wire).
@@ -940,7 +942,7 @@ mod tests {
             Time::from_secs(T + 300),
             Input::RootEventSeen(&issue(3, T, &coord(2, "two"))),
         );
-        let tb = e.relay_targets(&b).cloned().unwrap_or_default();
+        let tb = e.relay_targets(&b).unwrap_or_default();
         assert!(
             tb.contains(&TargetKey::Discovery) && tb.len() == 3,
             "relay b targets after room freed: {:?}",

@@ -22,7 +22,7 @@ use crate::filters::{build_filter, matches, FilterKind};
 use crate::info::{Budget, RelayInfo};
 use crate::paging::FilterPaging;
 use crate::rng::Rng;
-use crate::types::{Layer, TargetKey, Time};
+use crate::types::{KeySet, Layer, TargetKey, Time};
 use crate::url::RelayUrl;
 
 /// Connection state of a relay as the status view shows it.
@@ -285,7 +285,8 @@ impl LiveGroup {
 pub struct Relay {
     pub(crate) url: RelayUrl,
     pub(crate) bootstrap: bool,
-    pub(crate) targets: BTreeSet<TargetKey>,
+    /// Hashed: added and looked up for every input; sorted where iterated.
+    pub(crate) targets: KeySet<TargetKey>,
     conn: Conn,
     pub(crate) backoff: Backoff,
     pub(crate) disconnected_at: Option<Time>,
@@ -347,7 +348,7 @@ impl Relay {
         Relay {
             url,
             bootstrap: false,
-            targets: BTreeSet::new(),
+            targets: KeySet::default(),
             conn: Conn::Disconnected { retry_at: now },
             backoff: Backoff::default(),
             disconnected_at: None,
@@ -638,6 +639,14 @@ impl Relay {
         debug_assert_eq!(counted, pending, "pending out of step on {}", self.url);
     }
 
+    /// The targets in order (they are hashed for speed; order matters wherever
+    /// work is planned from them).
+    pub(crate) fn sorted_targets(&self) -> Vec<&TargetKey> {
+        let mut t: Vec<&TargetKey> = self.targets.iter().collect();
+        t.sort_unstable();
+        t
+    }
+
     fn pend(&mut self, t: &TargetKey) {
         *self.pending.entry(t.clone()).or_insert(0) += 1;
     }
@@ -710,8 +719,8 @@ impl Relay {
     /// confirmed nor given up.
     fn plan_new_work(&mut self, now: Time, config: &Config) {
         let new: Vec<TargetKey> = self
-            .targets
-            .iter()
+            .sorted_targets()
+            .into_iter()
             .filter(|t| {
                 !self.pending.contains_key(*t)
                     && !self.confirmed.contains(*t)
@@ -734,8 +743,11 @@ impl Relay {
         self.live_stale = false;
         let mut packs: Vec<(&'static [FilterKind], BTreeSet<TargetKey>)> = Vec::new();
         for layer in [Layer::Discovery, Layer::Repo, Layer::Root] {
-            let of_layer: Vec<&TargetKey> =
-                self.targets.iter().filter(|t| t.layer() == layer).collect();
+            let of_layer: Vec<&TargetKey> = self
+                .sorted_targets()
+                .into_iter()
+                .filter(|t| t.layer() == layer)
+                .collect();
             let cap = layer.pack_capacity(budget.max_values_per_filter);
             for kinds in layer.filter_kinds().chunks(max_filters) {
                 for chunk in of_layer.chunks(cap) {
@@ -1347,8 +1359,8 @@ impl Relay {
             .flat_map(|p| p.targets.iter())
             .collect();
         let all: Vec<TargetKey> = self
-            .targets
-            .iter()
+            .sorted_targets()
+            .into_iter()
             .filter(|t| !in_full_pass.contains(t))
             .cloned()
             .collect();

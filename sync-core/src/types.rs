@@ -127,6 +127,9 @@ impl std::hash::Hasher for FixedHasher {
 /// A hash map with the deterministic [`FixedHasher`], for hot lookups by key.
 pub type KeyMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FixedHasher>>;
 
+/// A hash set with the deterministic [`FixedHasher`].
+pub type KeySet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<FixedHasher>>;
+
 /// Kind number of a NIP-34 repository announcement.
 pub const KIND_REPO_ANNOUNCEMENT: u16 = 30617;
 /// Kind number of a NIP-34 repository state event.

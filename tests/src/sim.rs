@@ -568,11 +568,7 @@ impl World {
         if !self.listed.contains(relay) {
             self.violations.push(Violation::Unlisted(relay.to_string()));
         }
-        let targets = self
-            .engine
-            .relay_targets(relay)
-            .cloned()
-            .unwrap_or_default();
+        let targets = self.engine.relay_targets(relay).unwrap_or_default();
         let coords: BTreeSet<String> = targets
             .iter()
             .filter_map(|t| match t {
@@ -828,11 +824,7 @@ impl World {
         let Some(r) = self.relays.get(relay) else {
             return Vec::new();
         };
-        let targets = self
-            .engine
-            .relay_targets(relay)
-            .cloned()
-            .unwrap_or_default();
+        let targets = self.engine.relay_targets(relay).unwrap_or_default();
         let wanted = |e: &Event| -> bool {
             if e.kind.as_u16() == 30617 {
                 return targets.contains(&TargetKey::Discovery);

@@ -725,9 +725,9 @@ fn never_again_04_reconnect_catches_up_on_the_gap() {
     d.input(Input::RootEventSeen(&issue));
     let cs = settle(&mut d);
     d.eose_all(cs);
-    let targets = d.engine.relay_targets(&relay).cloned().expect("targets");
+    let targets = d.engine.relay_targets(&relay).expect("targets");
     assert_eq!(targets.len(), 4, "discovery, two repos, one root");
-    assert_eq!(d.engine.confirmed_targets(&relay), Some(&targets));
+    assert_eq!(d.engine.confirmed_targets(&relay), Some(targets.clone()));
     let mut expected = repo_shapes(&[&one, &two]);
     expected.extend(root_shapes(&issue.id));
 
@@ -787,7 +787,7 @@ fn never_again_04_reconnect_catches_up_on_the_gap() {
     );
     assert_eq!(d.engine.pending_targets(&relay), Some(targets.clone()));
     eose(&mut d, &hist);
-    assert_eq!(d.engine.confirmed_targets(&relay), Some(&targets));
+    assert_eq!(d.engine.confirmed_targets(&relay), Some(targets.clone()));
     assert!(d
         .engine
         .pending_targets(&relay)
@@ -896,13 +896,13 @@ fn never_again_05_window_measured_from_the_drop() {
         assert_eq!(field(f, "since"), None, "fresh start: {}", f.as_json());
     }
     assert_eq!(
-        d.engine.confirmed_targets(&relay).map(BTreeSet::len),
+        d.engine.confirmed_targets(&relay).map(|s| s.len()),
         Some(0),
         "a fresh start re-confirms everything"
     );
     assert_eq!(
         d.engine.pending_targets(&relay),
-        d.engine.relay_targets(&relay).cloned()
+        d.engine.relay_targets(&relay)
     );
 }
 
@@ -1056,20 +1056,20 @@ fn never_again_06_bootstrap_relay_keeps_discovery_when_unlisted() {
     let cs = d.connect_all(&cs);
     d.eose_all(cs);
     let discovery = BTreeSet::from([TargetKey::Discovery]);
-    assert_eq!(d.engine.relay_targets(&boot), Some(&discovery));
+    assert_eq!(d.engine.relay_targets(&boot), Some(discovery.clone()));
 
     let listed = announcement(1, "repo", T0 - 100, &[R3], true);
     d.input(Input::AnnouncementSeen(&listed));
     let cs = settle(&mut d);
     d.eose_all(cs);
-    assert_eq!(d.engine.relay_targets(&boot).map(BTreeSet::len), Some(2));
+    assert_eq!(d.engine.relay_targets(&boot).map(|s| s.len()), Some(2));
 
     let unlisted = announcement(1, "repo", T0 - 50, &[R1], true);
     d.input(Input::AnnouncementSeen(&unlisted));
     let cs = settle(&mut d);
     assert_eq!(
         d.engine.relay_targets(&boot),
-        Some(&discovery),
+        Some(discovery.clone()),
         "the bootstrap relay lost its discovery:\n{}",
         show(&cs)
     );
@@ -1151,7 +1151,7 @@ fn never_again_07_empty_relay_not_closed_while_first_batch_pending() {
     let newer = announcement(1, "repo", T0 - 50, &[R2], true);
     let cs = d.input(Input::AnnouncementSeen(&newer));
     d.connect_all(&cs);
-    assert_eq!(d.engine.relay_targets(&relay).map(BTreeSet::len), Some(0));
+    assert_eq!(d.engine.relay_targets(&relay).map(|s| s.len()), Some(0));
     let all = run(&mut d, secs(59));
     assert!(disconnects(&all).is_empty());
     let all = run(&mut d, secs(2));
@@ -1168,7 +1168,7 @@ fn down_across_daily_pass() -> (Driver, BTreeSet<TargetKey>, Time) {
     let a = url(R1);
     let ann = announcement(1, "repo", T0 - 100, &[R1, R2], true);
     let mut d = synced(config(), &[&ann]);
-    let targets = d.engine.relay_targets(&a).cloned().expect("targets");
+    let targets = d.engine.relay_targets(&a).expect("targets");
     let resync_a = relay_status(&d.engine, &a)
         .next_resync
         .expect("A has a daily pass");
@@ -1202,10 +1202,10 @@ fn never_again_08_daily_pass_keeps_disconnected_relay_state() {
     // While down across its daily pass, A's state is intact.
     assert_eq!(
         d.engine.confirmed_targets(&a),
-        Some(&targets),
+        Some(targets.clone()),
         "confirmed state wiped"
     );
-    assert_eq!(d.engine.relay_targets(&a), Some(&targets));
+    assert_eq!(d.engine.relay_targets(&a), Some(targets.clone()));
     assert_eq!(relay_status(&d.engine, &a).last_connected, Some(drop_at));
     let snap = d.engine.snapshot();
     let saved = snap.relays.iter().find(|r| r.url == a).expect("A saved");
@@ -1229,7 +1229,7 @@ fn never_again_08_daily_pass_keeps_disconnected_relay_state() {
         show(&cs)
     );
     eose(&mut d, &historic(&cs));
-    assert_eq!(d.engine.confirmed_targets(&a), Some(&targets));
+    assert_eq!(d.engine.confirmed_targets(&a), Some(targets.clone()));
 
     // B, connected at its own daily pass, runs a full pass and keeps its
     // confirmed state meanwhile.
@@ -1254,7 +1254,7 @@ fn never_again_08_daily_pass_keeps_disconnected_relay_state() {
     }
     assert_eq!(
         d.engine.confirmed_targets(&b),
-        Some(&targets),
+        Some(targets.clone()),
         "kept until the pass replaces it"
     );
 }
@@ -1535,7 +1535,7 @@ fn never_again_12_pending_batches_time_out_and_closed_is_handled() {
     );
     assert_eq!(
         d.engine.pending_targets(&relay),
-        d.engine.relay_targets(&relay).cloned()
+        d.engine.relay_targets(&relay)
     );
     let timed_out_at = d.now;
     let cs = tick_until(&mut d, secs(30), |cs| !historic(cs).is_empty()).expect("a retry");
@@ -1568,7 +1568,7 @@ fn never_again_12_pending_batches_time_out_and_closed_is_handled() {
         "a batch is never left pending forever"
     );
     let st = relay_status(&d.engine, &relay);
-    let targets = d.engine.relay_targets(&relay).map_or(0, BTreeSet::len);
+    let targets = d.engine.relay_targets(&relay).map_or(0, |s| s.len());
     assert_eq!(st.given_up.get(&GiveUpReason::Unresponsive), Some(&targets));
     assert!(st.stats.timeouts >= 2);
     assert_eq!(st.state, RelayState::Live);
@@ -1844,7 +1844,7 @@ fn never_again_12_closed_error_splits_then_gives_up() {
     assert_eq!(st.stats.refusals.get("error"), Some(&1));
     assert_eq!(st.stats.refusals.get("invalid"), Some(&1));
     assert_eq!(
-        d.engine.confirmed_targets(&relay).map(BTreeSet::len),
+        d.engine.confirmed_targets(&relay).map(|s| s.len()),
         Some(2),
         "discovery and the good half"
     );
@@ -2120,7 +2120,7 @@ fn never_again_13_new_event_does_not_resend_every_filter() {
             assert!(targets.contains(new));
             assert_eq!(
                 union(&open_live(d, relay)),
-                target_shapes(targets),
+                target_shapes(&targets),
                 "{relay}: live subscriptions cover old and new targets"
             );
         }
@@ -2279,8 +2279,8 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
     d.input(Input::RootEventSeen(&issue));
     let cs = settle(&mut d);
     eose(&mut d, &historic(&cs));
-    assert_eq!(d.engine.relay_targets(&a).map(BTreeSet::len), Some(3));
-    assert_eq!(d.engine.relay_targets(&b).map(BTreeSet::len), Some(4));
+    assert_eq!(d.engine.relay_targets(&a).map(|s| s.len()), Some(3));
+    assert_eq!(d.engine.relay_targets(&b).map(|s| s.len()), Some(4));
     assert_eq!(d.engine.status().roots, 1);
 
     // Status counters: received, stored, duplicate, rejected, invalid.
@@ -2347,17 +2347,17 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
 
     // Persistence: snapshot → JSON → restore keeps confirmed targets.
     let saved_at = d.now;
-    let confirmed_a = d.engine.confirmed_targets(&a).cloned().expect("A");
-    let confirmed_b = d.engine.confirmed_targets(&b).cloned().expect("B");
+    let confirmed_a = d.engine.confirmed_targets(&a).expect("A");
+    let confirmed_b = d.engine.confirmed_targets(&b).expect("B");
     assert_eq!(confirmed_a.len(), 4);
     let json = serde_json::to_string(&d.engine.snapshot()).expect("serialises");
     assert_eq!(json, d.engine.snapshot().to_json());
     let snap = Snapshot::from_json(&json).expect("parses");
     let restored_at = saved_at.plus(mins(10));
     let mut e = Engine::restore(config(), snap.clone(), restored_at).expect("restores");
-    assert_eq!(e.confirmed_targets(&a), Some(&confirmed_a));
-    assert_eq!(e.confirmed_targets(&b), Some(&confirmed_b));
-    assert_eq!(e.relay_targets(&a), Some(&confirmed_a));
+    assert_eq!(e.confirmed_targets(&a), Some(confirmed_a.clone()));
+    assert_eq!(e.confirmed_targets(&b), Some(confirmed_b.clone()));
+    assert_eq!(e.relay_targets(&a), Some(confirmed_a.clone()));
     assert_eq!(e.status().repos, 2);
     assert_eq!(e.status().roots, 2);
     e.handle_input(restored_at, Input::Tick);
@@ -2399,9 +2399,9 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
         "B keeps what it has:\n{}",
         show(&cs)
     );
-    assert_eq!(d.engine.relay_targets(&a).map(BTreeSet::len), Some(0));
-    assert_eq!(d.engine.confirmed_targets(&a).map(BTreeSet::len), Some(0));
-    assert_eq!(d.engine.relay_targets(&b).map(BTreeSet::len), Some(5));
+    assert_eq!(d.engine.relay_targets(&a).map(|s| s.len()), Some(0));
+    assert_eq!(d.engine.confirmed_targets(&a).map(|s| s.len()), Some(0));
+    assert_eq!(d.engine.relay_targets(&b).map(|s| s.len()), Some(5));
     let out = run(&mut d, secs(50));
     assert!(disconnects(&out).is_empty());
     let out = run(&mut d, secs(10));
@@ -2417,14 +2417,14 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
     let del1 = deletion(1, T0, &[&one], &[]);
     d.input(Input::DeletionSeen(&del1));
     assert_eq!(
-        d.engine.relay_targets(&b).map(BTreeSet::len),
+        d.engine.relay_targets(&b).map(|s| s.len()),
         Some(2),
         "repo two and discovery left"
     );
     assert_eq!(d.engine.status().repos, 1);
     let del2 = deletion(2, T0, &[], &[&ann2.id]);
     d.input(Input::DeletionSeen(&del2));
-    assert_eq!(d.engine.relay_targets(&b).map(BTreeSet::len), Some(0));
+    assert_eq!(d.engine.relay_targets(&b).map(|s| s.len()), Some(0));
     assert_eq!(d.engine.status().repos, 0);
     let out = run(&mut d, secs(61));
     assert_eq!(disconnects(&out), vec![b.clone()], "{}", show(&out));
