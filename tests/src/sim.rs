@@ -361,6 +361,25 @@ impl World {
         self.feed(Input::Tick);
     }
 
+    /// Lets what is on the wire arrive: processes deliveries (and timers due
+    /// before them) until nothing is in flight. Work the engine does on a
+    /// schedule (polls, daily passes) then shows as settled, not pending.
+    pub fn settle(&mut self) {
+        while let Some(Reverse((t, _, _))) = self.queue.peek().copied() {
+            if let Some(w) = self.engine.next_wakeup().filter(|w| *w < t) {
+                self.now = self.now.max(w);
+                self.feed(Input::Tick);
+                continue;
+            }
+            self.now = self.now.max(t);
+            if let Some(Reverse((_, _, key))) = self.queue.pop() {
+                if let Some(d) = self.items.remove(&key) {
+                    self.handle_delivery(d);
+                }
+            }
+        }
+    }
+
     fn apply_fault(&mut self, fault: Fault) {
         match fault {
             Fault::Up { relay } => {

@@ -11,6 +11,7 @@ fn run(world: &mut World) {
     world.start();
     let end = world.now.plus(CHAOS).plus(HEAL);
     world.run_until(end);
+    world.settle();
 }
 
 fn assert_converged(world: &World, what: &str) {
