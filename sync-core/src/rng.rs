@@ -39,23 +39,23 @@ impl Rng {
 
     /// A duration drawn uniformly from `[lo, hi]` (millisecond resolution).
     pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let lo_ms = lo.as_millis() as u64;
-        let hi_ms = hi.as_millis() as u64;
+        let lo_ms = lo.as_millis().min(u128::from(u64::MAX)) as u64;
+        let hi_ms = hi.as_millis().min(u128::from(u64::MAX)) as u64;
         if hi_ms <= lo_ms {
             return lo;
         }
-        let span = hi_ms - lo_ms + 1;
+        let span = (hi_ms - lo_ms).saturating_add(1);
         Duration::from_millis(lo_ms + self.next_u64() % span)
     }
 
     /// `base` scaled by a random factor in `[1 - frac, 1 + frac]`.
     pub fn jitter(&mut self, base: Duration, frac: f64) -> Duration {
-        let ms = base.as_millis() as f64;
-        let spread = (ms * frac.clamp(0.0, 1.0)) as u64;
-        let lo = (ms as u64).saturating_sub(spread);
+        let ms = base.as_millis().min(u128::from(u64::MAX)) as u64;
+        let frac = if frac.is_finite() { frac.clamp(0.0, 1.0) } else { 0.0 };
+        let spread = (ms as f64 * frac) as u64;
         self.between(
-            Duration::from_millis(lo),
-            Duration::from_millis(ms as u64 + spread),
+            Duration::from_millis(ms.saturating_sub(spread)),
+            Duration::from_millis(ms.saturating_add(spread)),
         )
     }
 }
@@ -78,6 +78,14 @@ mod tests {
         let mut a = Rng::for_stream(7, "wss://a");
         let mut b = Rng::for_stream(7, "wss://b");
         assert_ne!(a.next_u64(), b.next_u64());
+    }
+
+    #[test]
+    fn extreme_durations_do_not_panic() {
+        let mut r = Rng::for_stream(1, "x");
+        let _ = r.between(Duration::ZERO, Duration::MAX);
+        let _ = r.jitter(Duration::MAX, 0.5);
+        let _ = r.jitter(Duration::from_secs(5), f64::NAN);
     }
 
     #[test]
