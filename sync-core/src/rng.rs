@@ -51,7 +51,11 @@ impl Rng {
     /// `base` scaled by a random factor in `[1 - frac, 1 + frac]`.
     pub fn jitter(&mut self, base: Duration, frac: f64) -> Duration {
         let ms = base.as_millis().min(u128::from(u64::MAX)) as u64;
-        let frac = if frac.is_finite() { frac.clamp(0.0, 1.0) } else { 0.0 };
+        let frac = if frac.is_finite() {
+            frac.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let spread = (ms as f64 * frac) as u64;
         self.between(
             Duration::from_millis(ms.saturating_sub(spread)),
