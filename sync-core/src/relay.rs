@@ -258,6 +258,28 @@ const LIVE_GAP_MIN: Duration = Duration::from_secs(1);
 const TAIL_VALUES: usize = 10;
 
 impl LiveGroup {
+    /// A closed group, due at `retry_at`. It gets its subscription id when
+    /// it is opened (every REQ goes out under a fresh id).
+    fn new(
+        packs: Vec<(&'static [FilterKind], BTreeSet<TargetKey>)>,
+        retry_at: Time,
+        tail: bool,
+    ) -> Self {
+        LiveGroup {
+            sub: SubscriptionId::new(""),
+            packs,
+            since: None,
+            open: false,
+            dirty: true,
+            refused: false,
+            retry_at,
+            attempts: 0,
+            tail,
+            split: false,
+            gap_since: None,
+        }
+    }
+
     fn filter_count(&self) -> usize {
         self.packs.iter().map(|(kinds, _)| kinds.len()).sum()
     }
@@ -764,20 +786,8 @@ impl Relay {
                 g.packs.push((kinds, set));
                 continue;
             }
-            self.next_sub += 1;
-            self.live.push(LiveGroup {
-                sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
-                packs: vec![(kinds, set)],
-                since: None,
-                open: false,
-                dirty: true,
-                refused: false,
-                retry_at: Time::ZERO,
-                attempts: 0,
-                tail: false,
-                split: false,
-                gap_since: None,
-            });
+            self.live
+                .push(LiveGroup::new(vec![(kinds, set)], Time::ZERO, false));
         }
     }
 
@@ -858,21 +868,11 @@ impl Relay {
         if groups >= live_cap {
             return false;
         }
-        self.next_sub += 1;
-        self.live.push(LiveGroup {
-            sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
-            packs: vec![(kinds, BTreeSet::from([target.clone()]))],
-            since: None,
-            open: false,
-            dirty: true,
-            refused: false,
-            retry_at: batch_at,
-            attempts: 0,
-            tail: true,
-            split: false,
-            // New targets' history is sent after the group opens: no gap.
-            gap_since: None,
-        });
+        self.live.push(LiveGroup::new(
+            vec![(kinds, BTreeSet::from([target.clone()]))],
+            batch_at,
+            true,
+        ));
         true
     }
 
@@ -921,21 +921,11 @@ impl Relay {
                 return;
             }
         }
-        self.next_sub += 1;
-        self.live.push(LiveGroup {
-            sub: SubscriptionId::new(format!("live-{}", self.next_sub)),
-            packs: vec![(kinds, BTreeSet::from([target.clone()]))],
-            since: None,
-            open: false,
-            dirty: true,
-            refused: false,
-            retry_at: Time::ZERO,
-            attempts: 0,
-            tail: false,
-            split: false,
-            // New targets' history is sent after the group opens: no gap.
-            gap_since: None,
-        });
+        self.live.push(LiveGroup::new(
+            vec![(kinds, BTreeSet::from([target.clone()]))],
+            Time::ZERO,
+            false,
+        ));
     }
 
     fn live_remove(&mut self, target: &TargetKey) {
@@ -1884,19 +1874,11 @@ impl Relay {
             }
         }
         for packs in halves.into_iter().filter(|p| !p.is_empty()) {
-            self.live.push(LiveGroup {
-                sub: g.sub.clone(),
-                packs,
-                since: None,
-                open: false,
-                dirty: true,
-                refused: false,
-                retry_at: now,
-                attempts: g.attempts,
-                tail: g.tail,
-                split: true,
-                gap_since: Some(now),
-            });
+            let mut half = LiveGroup::new(packs, now, g.tail);
+            half.attempts = g.attempts;
+            half.split = true;
+            half.gap_since = Some(now);
+            self.live.push(half);
         }
     }
 

@@ -30,8 +30,8 @@
 //! Normalisation is idempotent: parsing the text of a [`RelayUrl`] gives the
 //! same [`RelayUrl`] back.
 
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
