@@ -331,7 +331,7 @@ pub struct Relay {
     auth: Auth,
     /// Live subscriptions recently replaced by an update: their late events
     /// are still ours, their late CLOSED is stale.
-    retired: VecDeque<(SubscriptionId, Time)>,
+    retired: VecDeque<SubscriptionId>,
     /// The deadline the engine's timer set holds for this relay.
     pub(crate) scheduled: Option<Time>,
     /// Targets changed while disconnected: live groups are packed anew at
@@ -493,7 +493,7 @@ impl Relay {
             Some(g) => g.matches(event),
             // A live REQ replaced by an update: its late events are judged
             // against what we follow live now.
-            None if self.retired.iter().any(|(s, _)| s == sub) => {
+            None if self.retired.contains(sub) => {
                 self.live.iter().any(|g| g.matches(event))
             }
             None => return EventCheck::Unrequested,
@@ -1448,7 +1448,7 @@ impl Relay {
                     subscription: g.sub.clone(),
                 });
                 self.unanswered.retain(|s| *s != g.sub);
-                self.retired.push_back((g.sub.clone(), now));
+                self.retired.push_back(g.sub.clone());
                 if self.retired.len() > MAX_RETIRED {
                     self.retired.pop_front();
                 }
