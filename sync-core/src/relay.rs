@@ -493,9 +493,7 @@ impl Relay {
             Some(g) => g.matches(event),
             // A live REQ replaced by an update: its late events are judged
             // against what we follow live now.
-            None if self.retired.contains(sub) => {
-                self.live.iter().any(|g| g.matches(event))
-            }
+            None if self.retired.contains(sub) => self.live.iter().any(|g| g.matches(event)),
             None => return EventCheck::Unrequested,
         };
         if live_hit {
