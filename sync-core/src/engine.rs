@@ -334,9 +334,10 @@ impl Engine {
                 })
                 .collect();
             let url = saved.url.clone();
-            engine
-                .relay_entry(&url, now)
-                .restore(SavedRelay { confirmed, ..saved }, now);
+            engine.create_relay(&url, now);
+            if let Some(relay) = engine.relays.get_mut(&url) {
+                relay.restore(SavedRelay { confirmed, ..saved }, now);
+            }
             engine.reschedule(&url);
         }
         engine.apply(deltas, now);
@@ -455,13 +456,6 @@ impl Engine {
         } else if self.ignored.len() < IGNORED_MEMORY {
             self.ignored.insert(key, 1);
         }
-    }
-
-    fn relay_entry(&mut self, url: &RelayUrl, now: Time) -> &mut Relay {
-        let seed = self.config.seed;
-        self.relays
-            .entry(url.clone())
-            .or_insert_with(|| Relay::new(url.clone(), seed, now))
     }
 
     /// Applies target changes to relays, creating relays as needed.

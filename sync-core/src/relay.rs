@@ -979,15 +979,10 @@ impl Relay {
             && !self.confirmed.is_empty();
         self.conn = Conn::Connected { since: now };
         self.backoff.dead = false;
-        self.unanswered.clear();
-        self.auth = Auth {
-            challenge: self.auth.challenge.take(),
-            ..Auth::default()
-        };
-        self.cooldown_until = None;
-        self.queue.clear();
-        self.active.clear();
-        self.pending.clear();
+        // A challenge that came with the handshake is kept for this session.
+        let challenge = self.auth.challenge.take();
+        self.end_session();
+        self.auth.challenge = challenge;
         if quick {
             // Catch up on the gap: since the last moment we know we were
             // connected, minus a safety margin (a Unix timestamp, not a duration).
@@ -1055,10 +1050,17 @@ impl Relay {
         self.conn = Conn::Disconnected {
             retry_at: now.plus(delay.max(Duration::from_millis(1))),
         };
+        self.end_session();
+    }
+
+    /// What lives only as long as one connection: historic work on the wire
+    /// or queued (confirmed state stays), open live REQs, cool-down, AUTH.
+    fn end_session(&mut self) {
         self.queue.clear();
         self.active.clear();
         self.pending.clear();
         self.unanswered.clear();
+        self.retired.clear();
         self.cooldown_until = None;
         self.auth = Auth::default();
         for g in &mut self.live {
@@ -1094,14 +1096,7 @@ impl Relay {
                 self.disconnected_at = Some(now);
             }
             self.conn = Conn::Disconnected { retry_at: now };
-            self.queue.clear();
-            self.active.clear();
-            self.pending.clear();
-            self.unanswered.clear();
-            for g in &mut self.live {
-                g.open = false;
-                g.dirty = true;
-            }
+            self.end_session();
         }
     }
 
