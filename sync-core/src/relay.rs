@@ -1607,30 +1607,34 @@ impl Relay {
         event: &Event,
         now: Time,
     ) -> EventCheck {
-        let check = self.check_event(sub, event);
+        // Historic events are matched once, for both the verdict and paging.
+        let hits: Option<Vec<(usize, usize)>> = self.active.get(sub).map(|req| {
+            req.matching(event)
+                .filter_map(|i| req.sent.get(i).copied())
+                .collect()
+        });
+        let check = match &hits {
+            Some(h) if h.is_empty() => EventCheck::Unmatched,
+            Some(_) => EventCheck::Accepted(SubscriptionMode::Historic),
+            None => self.check_event(sub, event),
+        };
         match check {
             EventCheck::Unrequested => self.stats.events_unrequested += 1,
             EventCheck::Unmatched => self.stats.events_unmatched += 1,
-            EventCheck::Accepted(mode) => {
+            EventCheck::Accepted(_) => {
                 self.stats.events_received += 1;
                 self.unanswered.retain(|s| s != sub);
+                let at = event.created_at.as_secs();
                 if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
-                    *c = Some(c.map_or(event.created_at.as_secs(), |c| {
-                        c.max(event.created_at.as_secs())
-                    }));
+                    *c = Some(c.map_or(at, |c| c.max(at)));
                 }
-                if mode == SubscriptionMode::Historic {
-                    if let Some(req) = self.active.get_mut(sub) {
-                        req.last_activity = now;
-                        let hits: Vec<usize> = req.matching(event).collect();
-                        for i in hits {
-                            if let Some((pi, fi)) = req.sent.get(i).copied() {
-                                if let Some((_, paging)) =
-                                    req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi))
-                                {
-                                    paging.observe(event.id, event.created_at.as_secs());
-                                }
-                            }
+                if let (Some(req), Some(hits)) = (self.active.get_mut(sub), hits) {
+                    req.last_activity = now;
+                    for (pi, fi) in hits {
+                        if let Some((_, paging)) =
+                            req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi))
+                        {
+                            paging.observe(event.id, at);
                         }
                     }
                 }
