@@ -363,6 +363,14 @@ fn drive_pages(
 /// Like [`Driver::run_for`] (ticks at every wakeup up to `now + dur`, returns
 /// every command), but fails instead of spinning when the engine keeps asking
 /// for ticks without time moving on (a deadline that never clears).
+/// Runs to one second before the daily pass due at `resync`, then two
+/// seconds past it: the commands before, and those around the pass.
+fn around_daily_pass(d: &mut Driver, resync: Time) -> (Vec<Command>, Vec<Command>) {
+    let before = run(d, resync.since(d.now).saturating_sub(secs(1)));
+    let at = run(d, secs(2));
+    (before, at)
+}
+
 fn run(d: &mut Driver, dur: Duration) -> Vec<Command> {
     let end = d.now.plus(dur);
     let mut out = Vec::new();
@@ -1659,16 +1667,13 @@ fn never_again_12_closed_auth_required_without_key() {
         .pending_targets(&relay)
         .is_some_and(|p| p.is_empty()));
     let resync = st.next_resync.expect("daily pass");
-    let out = {
-        let wait = resync.since(d.now).saturating_sub(secs(1));
-        run(&mut d, wait)
-    };
+    let (out, at_pass) = around_daily_pass(&mut d, resync);
     assert!(
         historic(&out).is_empty(),
         "asked again before the daily pass:\n{}",
         show(&out)
     );
-    let out = run(&mut d, secs(2));
+    let out = at_pass;
     assert!(
         union(&historic(&out)).is_superset(&h.shapes()),
         "{}",
@@ -1769,16 +1774,13 @@ fn never_again_12_closed_restricted() {
         Some(&1)
     );
     let resync = st.next_resync.expect("daily pass");
-    let out = {
-        let wait = resync.since(d.now).saturating_sub(secs(1));
-        run(&mut d, wait)
-    };
+    let (out, at_pass) = around_daily_pass(&mut d, resync);
     assert!(
         subs(&out).is_empty(),
         "asked again before the daily pass:\n{}",
         show(&out)
     );
-    let out = run(&mut d, secs(2));
+    let out = at_pass;
     assert!(
         union(&historic(&out)).is_superset(&h.shapes()),
         "{}",
