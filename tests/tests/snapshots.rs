@@ -328,6 +328,21 @@ fn tracked(author: u32, d: &str) -> nostr::event::Event {
 /// `limit:500`) carry the discovery filter `{"kinds":[30617]}` and the four
 /// repo filters (`30618`+`#d`, `#a`, `#A`, `#q`); an empty page (EOSE) confirms
 /// the repo and the historic REQ is closed while the live one stays open.
+/// Every target of `relay` confirmed: `n` of them (discovery included).
+fn assert_confirmed(s: &Scenario, relay: &RelayUrl, n: usize, what: &str) {
+    let confirmed = s.d.engine.confirmed_targets(relay).expect("relay known");
+    assert_eq!(confirmed.len(), n, "{what}");
+}
+
+/// Never more than `max` subscriptions open at once on the relay.
+fn assert_peak(s: &Scenario, max: usize) {
+    assert!(
+        s.subs.peak <= max,
+        "{} subscriptions open at once",
+        s.subs.peak
+    );
+}
+
 #[test]
 fn one_repo() {
     let mut s = Scenario::new();
@@ -390,11 +405,7 @@ fn three_hundred_repos_on_one_relay() {
     let drained = s.eose_all(&cs);
     let all: Vec<Command> = cs.iter().chain(&drained).cloned().collect();
     assert_packed(&all, 10, 100);
-    assert!(
-        s.subs.peak <= 10,
-        "{} subscriptions open at once",
-        s.subs.peak
-    );
+    assert_peak(&s, 10);
     let reqs: BTreeSet<_> = all
         .iter()
         .filter_map(|c| match c {
@@ -407,12 +418,7 @@ fn three_hundred_repos_on_one_relay() {
         "300 repos planned as {} subscriptions",
         reqs.len()
     );
-    let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(
-        confirmed.len(),
-        301,
-        "every repo and discovery are confirmed"
-    );
+    assert_confirmed(&s, &relay, 301, "every repo and discovery are confirmed");
     insta::assert_snapshot!(s.text);
 }
 
@@ -478,20 +484,16 @@ fn repo_with_thirty_root_events() {
         let drained = s.eose_all(&cs);
         assert_packed(&drained, 10, 100);
     }
-    assert!(
-        s.subs.peak <= 10,
-        "{} subscriptions open at once",
-        s.subs.peak
-    );
+    assert_peak(&s, 10);
     // The dense live group of the connect, plus one small tail group per
     // burst (roots added while live go to tails of at most 10 values, so an
     // update never resends the dense group).
     assert_eq!(s.subs.count(&relay), 4, "only live subscriptions stay open");
-    let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(
-        confirmed.len(),
+    assert_confirmed(
+        &s,
+        &relay,
         32,
-        "discovery, the repo and 30 roots are confirmed"
+        "discovery, the repo and 30 roots are confirmed",
     );
     insta::assert_snapshot!(s.text);
 }
@@ -531,17 +533,8 @@ fn nip11_max_subscriptions_three() {
     let drained = s.eose_all(&cs);
     assert_packed(&cs, 10, 100);
     assert_packed(&drained, 10, 100);
-    assert!(
-        s.subs.peak <= 3,
-        "{} subscriptions open at once",
-        s.subs.peak
-    );
-    let confirmed = s.d.engine.confirmed_targets(&relay).expect("relay known");
-    assert_eq!(
-        confirmed.len(),
-        251,
-        "every repo and discovery are confirmed"
-    );
+    assert_peak(&s, 3);
+    assert_confirmed(&s, &relay, 251, "every repo and discovery are confirmed");
     insta::assert_snapshot!(s.text);
 }
 
