@@ -195,16 +195,21 @@ fn sample_json() {
         .starts_with("line 24: "));
 }
 
-#[test]
-fn sample_with_relay_info() {
-    let out = plan(&[
+/// `plan` over the sample with the sample NIP-11 documents, as JSON.
+fn plan_sample_with_relay_info() -> Output {
+    plan(&[
         "--events",
         sample("events.jsonl").to_str().unwrap(),
         "--relay-info",
         sample("relay-info.json").to_str().unwrap(),
         "--format",
         "json",
-    ]);
+    ])
+}
+
+#[test]
+fn sample_with_relay_info() {
+    let out = plan_sample_with_relay_info();
     let doc = json(&out);
     insta::assert_snapshot!("sample_relay_info_json", stdout(&out));
     // beta publishes max_subscriptions 3, max_filters 4, max_limit 200 (under
@@ -233,14 +238,7 @@ fn sample_with_relay_info() {
 /// document arrives, and re-packed when it narrows the limits.
 #[test]
 fn live_subscriptions_respect_published_max_filters() {
-    let out = plan(&[
-        "--events",
-        sample("events.jsonl").to_str().unwrap(),
-        "--relay-info",
-        sample("relay-info.json").to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let out = plan_sample_with_relay_info();
     let doc = json(&out);
     for s in subs_of(relay(&doc, "wss://relay.beta.example"), "live") {
         assert!(s["filters"].as_array().unwrap().len() <= 4, "{s}");
