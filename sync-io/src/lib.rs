@@ -1,13 +1,36 @@
 //! # grasp-sync-io
 //!
-//! The I/O shell around [`grasp_sync_core::Engine`]: it will carry out the
-//! engine's commands over real websockets (tokio-tungstenite), verify every
-//! event that comes back, hand accepted events to a store and feed the
-//! results to the engine as inputs.
+//! The I/O shell around [`grasp_sync_core::Engine`]. The [`Runner`] owns one
+//! engine and carries out its commands over real websockets
+//! (tokio-tungstenite, `ws://` and `wss://` with rustls), verifies every
+//! event that comes back, hands accepted events to an [`EventStore`] and
+//! feeds the results to the engine as inputs.
 //!
-//! This crate is deliberately empty until that work lands: the engine and its
-//! driving contract are complete in `grasp-sync-core`, and this crate only
-//! re-exports them so that dependants can already name one crate.
+//! Module map:
+//! - [`net`]: address policy, DNS resolution and websocket connect;
+//! - [`nip11`]: the relay information document over HTTP;
+//! - [`connection`]: one task per relay connection (framing, keepalive,
+//!   per-relay backpressure);
+//! - [`pipeline`]: the incoming `EVENT` path (seen-id cache, verifier pool);
+//! - [`store`]: the [`EventStore`] trait, the embedded LMDB store and the
+//!   local-relay sink;
+//! - [`persist`]: atomic snapshot files;
+//! - [`metrics`]: the Prometheus endpoint;
+//! - [`runner`]: the driver loop that ties them together.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod config;
+pub mod connection;
+pub mod metrics;
+pub mod net;
+pub mod nip11;
+pub mod persist;
+pub mod pipeline;
+pub mod runner;
+pub mod store;
+
+pub use config::IoConfig;
 pub use grasp_sync_core as core;
+
+pub use store::{EventStore, StoreError};

@@ -1,0 +1,59 @@
+//! Where synced events go: the [`EventStore`] trait and its two
+//! implementations, the embedded LMDB database ([`lmdb::LmdbStore`]) and the
+//! sink that publishes to the service's own relay ([`relay_sink::RelaySink`]).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use grasp_sync_core::StoreOutcome;
+use nostr::event::Event;
+use tokio::sync::mpsc;
+
+pub mod lmdb;
+pub mod relay_sink;
+
+/// A boxed, sendable future (the trait is object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Kinds the engine learns its catalog from: repository announcements,
+/// patches, pull requests, issues and deletion requests.
+pub const CATALOG_KINDS: [u16; 5] = [30617, 1617, 1618, 1621, 5];
+
+/// Why a store operation failed. A failed save is counted by the runner as a
+/// rejection and logged; it never stops the sync.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// The local relay could not be reached or broke the connection.
+    #[error("local relay: {0}")]
+    Relay(String),
+    /// The store is shut down.
+    #[error("store closed")]
+    Closed,
+}
+
+/// A destination for verified events.
+///
+/// The runner calls [`EventStore::save`] only for events whose id and
+/// signature it verified and which pass the core's GRASP acceptance check.
+/// Many saves may be in flight at once; implementations batch them.
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores one event and says what happened to it. `Rejected` means the
+    /// store (or the relay behind it) refused it; the runner records that so
+    /// the event is not fetched again.
+    fn save(&self, event: Event) -> BoxFuture<'_, Result<StoreOutcome, StoreError>>;
+
+    /// Starts feeding the engine's catalog: sends every stored event of the
+    /// [`CATALOG_KINDS`] to `feed` now and, for stores that learn of events
+    /// by other paths (the local relay), keeps sending new ones until `feed`
+    /// is closed. Returns once the initial load has been queued.
+    fn start_catalog_feed(
+        &self,
+        feed: mpsc::Sender<Event>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Flushes pending writes and releases the store.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
