@@ -33,4 +33,5 @@ pub mod store;
 pub use config::IoConfig;
 pub use grasp_sync_core as core;
 
+pub use runner::{Runner, RunnerError, RunnerHandle};
 pub use store::{EventStore, StoreError};
