@@ -33,7 +33,9 @@ pub struct FilterPaging {
     /// Ids already seen at the boundary second (the oldest second reached).
     boundary: BTreeSet<EventId>,
     boundary_second: Option<u64>,
-    // The page in flight.
+    // The page in flight: every (created_at, id) that matched this filter,
+    // judged at the page's end (see `end_page`).
+    page_events: Vec<(u64, EventId)>,
     page_count: u32,
     page_new: u32,
     page_oldest: Option<u64>,
@@ -66,6 +68,7 @@ impl FilterPaging {
             since,
             boundary: BTreeSet::new(),
             boundary_second: None,
+            page_events: Vec::new(),
             page_count: 0,
             page_new: 0,
             page_oldest: None,
@@ -131,46 +134,75 @@ impl FilterPaging {
 
     /// Starts counting a new page (call when the page's REQ is sent).
     pub fn start_page(&mut self) {
+        self.page_events = Vec::new();
         self.page_count = 0;
         self.page_new = 0;
         self.page_oldest = None;
         self.page_newest = None;
     }
 
-    /// Notes one event the relay sent for this filter in the current page.
-    /// Every event counts, whatever the store later decides.
+    /// Notes one event of the current page that matches this filter. Every
+    /// event counts, whatever the store later decides.
+    ///
+    /// A REQ carries several filters and the relay sends each event once, so
+    /// an event matching this filter may have been sent for another one: an
+    /// older event than this filter's own page reaches. The page is therefore
+    /// judged at its end on the newest `limit` events only (see `end_page`).
     pub fn observe(&mut self, id: EventId, created_at: u64) {
-        self.page_count = self.page_count.saturating_add(1);
-        self.page_oldest = Some(self.page_oldest.map_or(created_at, |o| o.min(created_at)));
-        self.page_newest = Some(self.page_newest.map_or(created_at, |o| o.max(created_at)));
         if self.since.is_some_and(|s| created_at < s) {
             return; // the relay ignored `since`: nothing we asked for
         }
-        let is_new = match self.mode {
-            Mode::Done => false,
-            Mode::Normal { until: None } => {
-                // First page: everything is new, but remember the oldest second.
-                true
-            }
-            Mode::Normal { until: Some(u) } => {
-                created_at < u || (created_at == u && !self.boundary.contains(&id))
-            }
-            Mode::Tie { second, .. } => created_at == second && !self.boundary.contains(&id),
-        };
-        if is_new {
-            self.page_new += 1;
+        match self.mode {
+            Mode::Done => return,
+            // Outside what this filter's page asked: sent for another filter.
+            Mode::Normal { until: Some(u) } if created_at > u => return,
+            Mode::Tie { second, .. } if created_at != second => return,
+            _ => {}
         }
-        // Track ids at the oldest second reached in this pass: they are the only
-        // ones a later page (with `until` = that second) can send again.
-        match self.boundary_second {
-            Some(b) if created_at > b => {}
-            Some(b) if created_at == b => {
-                self.boundary.insert(id);
+        self.page_events.push((created_at, id));
+    }
+
+    /// Reduces the page to what this filter's own answer can have been (its
+    /// newest `requested` events, and every event sharing the oldest
+    /// second kept), and counts it against the pass.
+    fn settle_page(&mut self, requested: u32) {
+        let mut events = std::mem::take(&mut self.page_events);
+        events.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let keep = (requested as usize).max(1);
+        if events.len() > keep {
+            let cut = events[keep - 1].0;
+            let end = events.partition_point(|(t, _)| *t >= cut);
+            events.truncate(end);
+        }
+        self.page_count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        self.page_new = 0;
+        self.page_newest = events.first().map(|(t, _)| *t);
+        self.page_oldest = events.last().map(|(t, _)| *t);
+        for (created_at, id) in events {
+            let is_new = match self.mode {
+                Mode::Done => false,
+                // First page: everything is new.
+                Mode::Normal { until: None } => true,
+                Mode::Normal { until: Some(u) } => {
+                    created_at < u || (created_at == u && !self.boundary.contains(&id))
+                }
+                Mode::Tie { second, .. } => created_at == second && !self.boundary.contains(&id),
+            };
+            if is_new {
+                self.page_new += 1;
             }
-            _ => {
-                self.boundary.clear();
-                self.boundary.insert(id);
-                self.boundary_second = Some(created_at);
+            // Track ids at the oldest second reached in this pass: they are the
+            // only ones a later page (with `until` = that second) can send again.
+            match self.boundary_second {
+                Some(b) if created_at > b => {}
+                Some(b) if created_at == b => {
+                    self.boundary.insert(id);
+                }
+                _ => {
+                    self.boundary.clear();
+                    self.boundary.insert(id);
+                    self.boundary_second = Some(created_at);
+                }
             }
         }
     }
@@ -187,6 +219,7 @@ impl FilterPaging {
             Mode::Tie { limit, .. } => limit,
             _ => page_limit,
         };
+        self.settle_page(requested);
         let normal = matches!(self.mode, Mode::Normal { .. });
         let truncated = self.page_count >= requested
             || (self.page_count >= TIE_MIN_PAGE && self.page_count >= self.largest_page);
@@ -360,7 +393,33 @@ mod tests {
         p.start_page();
         p.observe(id(1), 60);
         p.observe(id(2), 40); // relay ignored since
-        assert!(p.end_page(500, 4000));
+        assert!(!p.end_page(500, 4000), "one new event: ask below it");
+        assert_eq!(p.request(500).until, Some(60));
+        p.observe(id(1), 60);
+        p.observe(id(2), 40);
+        assert!(p.end_page(500, 4000), "nothing new at or above since");
+    }
+
+    /// A REQ carries several filters and the relay sends each event once: an
+    /// event that matches this filter but was sent for another one can be
+    /// older than this filter's own page reaches. Paging must not jump to it.
+    #[test]
+    fn events_sent_for_another_filter_do_not_skip_a_page() {
+        // This filter's relay answer: the newest 5 of 10 (seconds 100..=109);
+        // the other filter of the REQ also sent an old match at second 10.
+        let mut p = FilterPaging::new(None);
+        p.start_page();
+        for i in 0..5 {
+            p.observe(id(i), 109 - i);
+        }
+        p.observe(id(99), 10);
+        assert!(!p.end_page(5, 40));
+        assert_eq!(p.request(5).until, Some(105), "not 10");
+        for i in 4..9 {
+            p.observe(id(i), 109 - i);
+        }
+        assert!(!p.end_page(5, 40));
+        assert_eq!(p.request(5).until, Some(101));
     }
 
     /// A tie page asked with a doubled limit must not make a later full page

@@ -58,7 +58,9 @@ pub struct NetConfig {
     /// Accept relays whose names resolve to loopback, private, link-local
     /// or multicast addresses (tests and private deployments).
     pub allow_private_addresses: bool,
-    /// TCP + TLS + websocket handshake must finish within this.
+    /// TCP + TLS + websocket handshake must finish within this. Keep it
+    /// below the engine's `timing.connect_timeout`, which is only the
+    /// engine's backstop for a host that never reports.
     pub connect_timeout: Duration,
     /// A ping is sent after this much silence.
     pub ping_interval: Duration,

@@ -517,6 +517,7 @@ impl Driver {
                 ..
             } => {
                 let text = ClientMessage::req(subscription.clone(), filters).as_json();
+                tracing::trace!(relay = relay.as_str(), %text, "REQ");
                 if self.send(&relay, text) {
                     if let Some(link) = self.links.get_mut(&relay) {
                         link.open_subs.insert(subscription);
@@ -901,10 +902,13 @@ impl Driver {
     fn process_message(&mut self, relay: &RelayUrl, message: Incoming) {
         match message {
             Incoming::Event { .. } => {} // handled before the inbox
-            Incoming::Eose(subscription) => self.input(Input::Eose {
-                relay,
-                subscription: &subscription,
-            }),
+            Incoming::Eose(subscription) => {
+                tracing::trace!(relay = relay.as_str(), sub = %subscription, "EOSE");
+                self.input(Input::Eose {
+                    relay,
+                    subscription: &subscription,
+                })
+            }
             Incoming::Closed {
                 subscription,
                 message,

@@ -28,6 +28,10 @@
 //!   same kind of store), one `fetch_events({"kinds":[1621],"limit":N})`;
 //!   the client saves every event it receives into its database before
 //!   handing it on.
+//! - `sdk-mem` (extra row): the same into nostr-sdk's uncapped
+//!   `MemoryDatabase`, as in the baseline notes; it shows how much of the
+//!   `sdk` figure is the store (nostr-sdk awaits one LMDB write
+//!   transaction, with its fsync, per event).
 //! - `sdk-sync` (only with `--sdk-sync`): nostr-sdk's NIP-77 `sync` with
 //!   `notification_channel_size` raised to 262,144, timed until the database
 //!   holds every issue (see the baseline notes for why).
@@ -41,7 +45,9 @@
 //! --quick` (5,000 events, 1 run). Environment: `BENCH_EVENTS` (event
 //! count), `BENCH_RUNS` (runs per client), `BENCH_TIMEOUT` (seconds a client
 //! may take, 300), `BENCH_STALL` (seconds without progress before a client
-//! gives up, 20). `--verbose` prints each run and the runner's status.
+//! gives up, 20), `BENCH_MODES` (comma-separated subset of `grasp,sdk,
+//! sdk-mem,sdk-sync` to run). `--verbose` prints each run in detail (the
+//! runner's status and I/O counters, a progress trace).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -168,8 +174,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     BufReader::new(file)
         .lines()
         .map(|l| l.expect("read line"))
@@ -265,8 +271,8 @@ mod data {
                     s.spawn(move || {
                         (start..(start + per).min(n))
                             .map(|i| {
-                                let tag = Tag::parse(["a", coords[i % REPOS].as_str()])
-                                    .expect("a tag");
+                                let tag =
+                                    Tag::parse(["a", coords[i % REPOS].as_str()]).expect("a tag");
                                 EventBuilder::new(Kind::from(ISSUE_KIND), content(i))
                                     .tag(tag)
                                     .custom_created_at(Timestamp::from_secs(T_BASE - i as u64))
@@ -348,8 +354,8 @@ fn child_main(args: &[String]) -> i32 {
             Duration::from_secs(num(5)),
             Duration::from_secs(num(6)),
         ),
-        "sdk" | "sdk-sync" => sdk::run(
-            arg(0) == "sdk-sync",
+        "sdk" | "sdk-sync" | "sdk-mem" => sdk::run(
+            arg(0),
             arg(1),
             Path::new(arg(2)),
             num(3) as usize,
@@ -535,7 +541,7 @@ mod grasp {
             let after = Usage::now();
             let status = handle.status().await;
             let io_counters = handle.io_counters().await;
-            let shutdown = tokio::time::timeout(Duration::from_secs(20), handle.shutdown()).await;
+            // Shutdown closes the store: read it first.
             let stored: HashSet<String> = store
                 .query(Filter::new().kind(Kind::from(ISSUE_KIND)))
                 .await
@@ -543,6 +549,7 @@ mod grasp {
                 .iter()
                 .map(|e| e.id.to_hex())
                 .collect();
+            let shutdown = tokio::time::timeout(Duration::from_secs(20), handle.shutdown()).await;
             let status_json = status.as_ref().map(|s| {
                 json!({
                     "repos": s.repos,
@@ -555,7 +562,7 @@ mod grasp {
                         "pending": r.pending,
                         "open_subscriptions": r.open_subscriptions,
                         "queued_batches": r.queued_batches,
-                        "budget": serde_json::to_value(&r.budget).unwrap_or(Value::Null),
+                        "budget": serde_json::to_value(r.budget).unwrap_or(Value::Null),
                         "stats": serde_json::to_value(&r.stats).unwrap_or(Value::Null),
                     })).collect::<Vec<_>>(),
                 })
@@ -584,7 +591,11 @@ mod grasp {
     pub fn finish(mut out: Value, issues: &Path) -> Value {
         let found: HashSet<String> = out["stored_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         out["stored"] = completeness(&ids_of(issues), &found);
         if let Some(o) = out.as_object_mut() {
@@ -597,13 +608,15 @@ mod grasp {
 mod sdk {
     use super::*;
     use nostr_sdk::prelude::{
-        Client, Filter, Kind, NostrDatabase, RelayOptions, SyncOptions,
+        Client, Filter, Kind, MemoryDatabase, MemoryDatabaseOptions, NostrDatabase, RelayOptions,
+        SyncOptions,
     };
 
-    /// nostr-sdk's client over a nostr-lmdb 0.44 database: one
-    /// `fetch_events` (or, with `sync`, a NIP-77 sync).
+    /// nostr-sdk's client over a nostr-lmdb 0.44 database (`sdk`,
+    /// `sdk-sync`) or an uncapped in-memory one (`sdk-mem`): one
+    /// `fetch_events`, or for `sdk-sync` a NIP-77 sync.
     pub fn run(
-        sync: bool,
+        mode: &str,
         relay_url: &str,
         issues: &Path,
         n: usize,
@@ -616,7 +629,15 @@ mod sdk {
             .expect("tempdir");
         let rt = runtime();
         let out = rt.block_on(async {
-            let db = nostr_lmdb_044::NostrLMDB::open(dir.path()).expect("open nostr-lmdb 0.44");
+            let sync = mode == "sdk-sync";
+            let db: Arc<dyn NostrDatabase> = if mode == "sdk-mem" {
+                Arc::new(MemoryDatabase::with_opts(MemoryDatabaseOptions {
+                    events: true,
+                    max_events: None,
+                }))
+            } else {
+                Arc::new(nostr_lmdb_044::NostrLMDB::open(dir.path()).expect("open nostr-lmdb 0.44"))
+            };
             let client = Client::builder().database(db).build();
             let filter = Filter::new().kind(Kind::from(ISSUE_KIND));
 
@@ -657,9 +678,7 @@ mod sdk {
                 // Only issues are ever saved here: the empty filter counts
                 // them cheaply; the kind filter confirms.
                 let count = database.count(Filter::new()).await.expect("count");
-                if count >= n
-                    && database.count(filter.clone()).await.expect("count") >= n
-                {
+                if count >= n && database.count(filter.clone()).await.expect("count") >= n {
                     break true;
                 }
                 if count != last {
@@ -883,6 +902,15 @@ fn client_run(opts: &Options, mode: &str, issues: &Path, anns: &Path, port: u16)
     (run, v)
 }
 
+/// "yes" or "no", or "–" when a client was not run.
+fn met(figure: f64, ok: bool) -> &'static str {
+    match (figure.is_finite(), ok) {
+        (false, _) => "–",
+        (true, true) => "yes",
+        (true, false) => "no",
+    }
+}
+
 fn parent_main(args: &[String]) {
     let opts = options(args);
     let n = opts.n;
@@ -912,9 +940,16 @@ fn parent_main(args: &[String]) {
     let verify_one = verify["one_thread"].as_f64().unwrap_or(f64::NAN);
     let verify_all = verify["all_cores"].as_f64().unwrap_or(f64::NAN);
 
-    let mut modes = vec!["grasp", "sdk"];
+    let mut modes = vec!["grasp", "sdk", "sdk-mem"];
     if opts.sdk_sync {
         modes.push("sdk-sync");
+    }
+    if let Ok(only) = std::env::var("BENCH_MODES") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        modes.retain(|m| only.contains(m));
+        if only.contains(&"sdk-sync") && !modes.contains(&"sdk-sync") {
+            modes.push("sdk-sync");
+        }
     }
     let mut runs: Vec<(&str, Run)> = Vec::new();
     for i in 0..opts.runs {
@@ -952,7 +987,11 @@ fn parent_main(args: &[String]) {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rates = std::collections::BTreeMap::new();
     for mode in &modes {
-        let rs: Vec<&Run> = runs.iter().filter(|(m, _)| m == mode).map(|(_, r)| r).collect();
+        let rs: Vec<&Run> = runs
+            .iter()
+            .filter(|(m, _)| m == mode)
+            .map(|(_, r)| r)
+            .collect();
         let walls: Vec<f64> = rs.iter().map(|r| r.wall).collect();
         let (lo, hi) = min_max(&walls);
         let wall = median(&walls);
@@ -968,7 +1007,8 @@ fn parent_main(args: &[String]) {
         let name = match *mode {
             "grasp" => "grasp-sync Runner → LmdbStore",
             "sdk" => "nostr-sdk 0.44.1 fetch_events → nostr-lmdb 0.44",
-            _ => "nostr-sdk 0.44.1 sync (NIP-77) → nostr-lmdb 0.44",
+            "sdk-mem" => "(extra) nostr-sdk 0.44.1 fetch_events → MemoryDatabase",
+            _ => "(extra) nostr-sdk 0.44.1 sync (NIP-77) → nostr-lmdb 0.44",
         };
         println!(
             "| {name} | {wall:.2} ({lo:.2}–{hi:.2}) | {rate:.0} | {cpu:.2} ({user:.2}+{sys:.2}) | {:.1} | {relay_cpu:.2} | {rss:.0} | {relay_rss:.0} | {ok} of {} |",
@@ -980,7 +1020,10 @@ fn parent_main(args: &[String]) {
     println!("| bare `Event::verify()` (nostr 0.45, parsed events) | events/s |");
     println!("|---|---|");
     println!("| 1 thread | {verify_one:.0} |");
-    println!("| {} threads (all cores) | {verify_all:.0} |", verify["cores"]);
+    println!(
+        "| {} threads (all cores) | {verify_all:.0} |",
+        verify["cores"]
+    );
     println!();
     let grasp = rates.get("grasp").copied().unwrap_or(f64::NAN);
     let sdk = rates.get("sdk").copied().unwrap_or(f64::NAN);
@@ -989,16 +1032,25 @@ fn parent_main(args: &[String]) {
     println!(
         "| grasp ≥ 1.5 × nostr-sdk fetch_events | {:.2} × | {} |",
         grasp / sdk,
-        if grasp / sdk >= 1.5 { "yes" } else { "no" }
+        met(grasp / sdk, grasp / sdk >= 1.5)
     );
     println!(
         "| grasp within 2 × of the all-core verify bound | {:.2} of the bound ({:.1} × slower) | {} |",
         grasp / verify_all,
         verify_all / grasp,
-        if grasp * 2.0 >= verify_all { "yes" } else { "no" }
+        met(grasp / verify_all, grasp * 2.0 >= verify_all)
     );
+    if let Some(s) = rates.get("sdk-mem") {
+        println!(
+            "| (extra) grasp vs nostr-sdk fetch_events into memory | {:.2} × | – |",
+            grasp / s
+        );
+    }
     if let Some(s) = rates.get("sdk-sync") {
-        println!("| (extra) grasp vs nostr-sdk sync | {:.2} × | – |", grasp / s);
+        println!(
+            "| (extra) grasp vs nostr-sdk sync | {:.2} × | – |",
+            grasp / s
+        );
     }
     println!();
     println!(

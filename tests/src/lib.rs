@@ -9,3 +9,4 @@ pub mod relays;
 pub mod scenario;
 pub mod signed;
 pub mod sim;
+pub mod sync;

@@ -811,7 +811,12 @@ impl Dataset {
                 tag(&["A", &coord]),
                 tag(&["K", "30617"]),
                 tag(&["P", &owner_hex]),
-                tag(&["e", &repo_comment.id.to_hex(), "", &author.public_key().to_hex()]),
+                tag(&[
+                    "e",
+                    &repo_comment.id.to_hex(),
+                    "",
+                    &author.public_key().to_hex(),
+                ]),
                 tag(&["k", "1111"]),
                 tag(&["p", &author.public_key().to_hex()]),
             ],

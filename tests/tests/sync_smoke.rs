@@ -27,7 +27,9 @@ async fn syncs_a_dataset_from_local_relay() {
     }
     let mut engine = Config::new(ServiceId::parse("git.example.com").unwrap());
     engine.allow_private = true;
-    let runner = Runner::start(IoConfig::new(engine), store.clone()).await.unwrap();
+    let runner = Runner::start(IoConfig::new(engine), store.clone())
+        .await
+        .unwrap();
     let expected = ds.expected();
     let start = Instant::now();
     loop {
@@ -46,7 +48,10 @@ async fn syncs_a_dataset_from_local_relay() {
         }
         if start.elapsed() > Duration::from_secs(20) {
             let status = runner.status().await.unwrap();
-            panic!("{missing} of {} missing; status {status:#?}", expected.len());
+            panic!(
+                "{missing} of {} missing; status {status:#?}",
+                expected.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

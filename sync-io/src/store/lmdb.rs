@@ -343,8 +343,18 @@ mod tests {
         let store = LmdbStore::open(dir.path()).await.unwrap();
         let k = keys(4);
         let issue = signed(&k, 1621, 1_700_000_000, vec![], "to delete");
+        assert_eq!(
+            store.save(issue.clone()).await.unwrap(),
+            StoreOutcome::Stored
+        );
         let deletion = signed(&k, 5, 1_700_000_010, vec![Tag::event(issue.id)], "");
         assert_eq!(store.save(deletion).await.unwrap(), StoreOutcome::Stored);
+        assert!(store
+            .query(Filter::new().id(issue.id))
+            .await
+            .unwrap()
+            .is_empty());
+        // The deleted event arriving again from another relay.
         assert_eq!(store.save(issue).await.unwrap(), StoreOutcome::Rejected);
         let eph = signed(&k, 20001, 1_700_000_000, vec![], "");
         assert_eq!(store.save(eph).await.unwrap(), StoreOutcome::Rejected);

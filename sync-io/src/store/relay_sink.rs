@@ -40,8 +40,8 @@
 //! the sink (queued, sent, or waiting for their `OK`); a `save` beyond that
 //! waits inside `save` for a slot (backpressure to the caller, first come
 //! first served), so nothing is queued without bound and nothing is dropped.
-//! Saving an event that is already in flight joins the pending save and
-//! takes no extra slot once admitted. The catalog feed blocks on the feed
+//! Saving an event that is already in flight (once it gets a slot) joins
+//! the pending save instead of sending it again, and gives the slot back. The catalog feed blocks on the feed
 //! channel (and so stops reading its socket) when the receiver is slow.
 //!
 //! # The catalog feed
@@ -386,14 +386,13 @@ impl Shared {
     fn connection_lost(&self) {
         let mut dead = Vec::new();
         {
-            let mut st = self.lock();
+            let mut guard = self.lock();
+            let st = &mut *guard;
             st.outbox.clear();
-            let ids: Vec<EventId> = st.pending.keys().copied().collect();
-            for id in ids {
-                let p = st.pending.get_mut(&id).expect("listed");
+            for (id, p) in st.pending.iter_mut() {
                 p.queued = false;
                 if p.sent_at.take().is_some() && self.exhausted(p) {
-                    dead.push(id);
+                    dead.push(*id);
                 }
             }
         }
@@ -449,26 +448,25 @@ impl Shared {
         let now = Instant::now();
         let mut dead = Vec::new();
         {
-            let mut st = self.lock();
+            let mut guard = self.lock();
+            let st = &mut *guard;
             let mut requeue = Vec::new();
-            let ids: Vec<EventId> = st.pending.keys().copied().collect();
-            for id in ids {
-                let p = st.pending.get_mut(&id).expect("listed");
+            for (id, p) in st.pending.iter_mut() {
                 if let Some(sent) = p.sent_at {
                     if now.duration_since(sent) >= self.opts.ok_timeout {
                         p.sent_at = None;
                         if self.exhausted(p) {
-                            dead.push(id);
+                            dead.push(*id);
                         } else {
                             debug!(relay = %self.url.as_str(), event = %id, "no OK in time; sending again");
                             p.queued = true;
-                            requeue.push((p.seq, id));
+                            requeue.push((p.seq, *id));
                         }
                     }
                 } else if !p.queued && p.retry_at.is_some_and(|r| r <= now) {
                     p.retry_at = None;
                     p.queued = true;
-                    requeue.push((p.seq, id));
+                    requeue.push((p.seq, *id));
                 }
             }
             requeue.sort_unstable();
@@ -737,8 +735,11 @@ async fn publish_on(
 /// Sends queued frames, checks timers and pings; returns only on a send
 /// error.
 async fn write_loop(shared: &Shared, sink: &mut SplitSink<RelaySocket, Message>) -> String {
-    let every =
-        (shared.opts.ok_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    // Timers are checked at least once a second, and often enough for short
+    // `OK` timeouts and ping intervals.
+    let every = (shared.opts.ok_timeout / 4)
+        .min(shared.net.ping_interval / 2)
+        .clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();
@@ -1227,9 +1228,16 @@ mod tests {
         Keys::new(SecretKey::from_slice(&b).unwrap())
     }
 
+    /// A signed event; announcements get a unique `d` tag, deletions a `k`
+    /// tag only (so nothing is replaced or deleted by accident).
     fn signed(k: &Keys, kind: u16, at: u64, content: &str) -> Event {
+        let tag = match kind {
+            30617 => Tag::identifier(format!("repo-{content}")),
+            5 => Tag::parse(["k", "1621"]).unwrap(),
+            _ => Tag::parse(["a", &format!("30617:{}:repo", k.public_key())]).unwrap(),
+        };
         EventBuilder::new(Kind::from(kind), content)
-            .tags([Tag::parse(["a", "30617:00:repo"]).unwrap()])
+            .tags([tag])
             .custom_created_at(Timestamp::from_secs(at))
             .finalize(k)
             .unwrap()
@@ -1517,6 +1525,10 @@ mod tests {
         })
         .await;
 
+        // LocalRelay's shutdown only ends sessions idle at that moment (a
+        // session busy with a message misses it and lives on), so let the
+        // feed's last history page and CLOSE settle first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         relay.shutdown();
         drop(relay);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1558,6 +1570,33 @@ mod tests {
         let got = got.lock().unwrap();
         assert_eq!(ids(&got).len(), got.len(), "an event was delivered twice");
         assert!(sink.stats().connects >= 4);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_stay_up_with_pings() {
+        let port = free_port().await;
+        let db = relay_db();
+        let _relay = start_relay(port, &db, None).await;
+        let net = NetConfig {
+            ping_interval: Duration::from_millis(150),
+            idle_timeout: Duration::from_millis(600),
+            ..net()
+        };
+        let sink = RelaySink::start_with(url(port), net, fast());
+        let (tx, rx) = mpsc::channel(16);
+        let _got = collector(rx);
+        tokio::time::timeout(WAIT, sink.start_catalog_feed(tx))
+            .await
+            .unwrap()
+            .unwrap();
+        let ev = signed(&keys(14), 1621, unix_now(), "x");
+        assert_eq!(sink.save(ev).await.unwrap(), StoreOutcome::Stored);
+        // Several idle timeouts long, with nothing but pings and pongs.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert_eq!(sink.stats().connects, 2, "{:?}", sink.stats());
+        let ev = signed(&keys(14), 1621, unix_now(), "y");
+        assert_eq!(sink.save(ev).await.unwrap(), StoreOutcome::Stored);
+        assert_eq!(sink.stats().connects, 2);
     }
 
     // --- A scripted relay for the paths a real relay rarely takes -------------

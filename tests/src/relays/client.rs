@@ -4,11 +4,13 @@
 //! against any relay whatever nostr version the relay uses.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
+use nostr::types::Timestamp;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -69,7 +71,9 @@ pub struct RelayClient {
 
 impl std::fmt::Debug for RelayClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayClient").field("url", &self.url).finish()
+        f.debug_struct("RelayClient")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -225,10 +229,11 @@ impl RelayClient {
                         return Err(format!("OK for an unknown id {id:?}: {ok} {msg:?}"));
                     };
                     pending.remove(&id);
-                    if ok.as_bool() == Some(true) {
-                        report.accepted += 1;
-                    } else if msg.starts_with("duplicate:") {
+                    // LocalRelay says `true, "duplicate: ..."`, others `false`.
+                    if msg.starts_with("duplicate:") {
                         report.duplicates += 1;
+                    } else if ok.as_bool() == Some(true) {
+                        report.accepted += 1;
                     } else {
                         return Err(format!("OK false for {id}: {msg:?}"));
                     }
@@ -321,7 +326,10 @@ impl RelayClient {
     /// Which of `ids` the relay does not hold.
     pub async fn missing(&mut self, ids: &BTreeSet<EventId>) -> BTreeSet<EventId> {
         let have = self.fetch_ids(ids).await;
-        ids.iter().filter(|i| !have.contains_key(i)).copied().collect()
+        ids.iter()
+            .filter(|i| !have.contains_key(i))
+            .copied()
+            .collect()
     }
 
     /// Closes the connection politely.
@@ -348,8 +356,14 @@ pub async fn fetch(url: &str, filters: &[Filter]) -> Vec<Event> {
 
 /// How many events `url` returns for `filter` with an explicit `limit` of
 /// 1,000,000 (so a relay's default page size does not apply; a relay's own
-/// hard cap still does).
+/// hard cap still does). An empty filter is sent as `{"since":0}`: the
+/// PyPI relay answers `{}` with nothing.
 pub async fn count(url: &str, filter: Filter) -> usize {
+    let filter = if filter.is_empty() {
+        filter.since(Timestamp::from_secs(0))
+    } else {
+        filter
+    };
     fetch(url, &[filter.limit(1_000_000)]).await.len()
 }
 
@@ -376,8 +390,48 @@ pub async fn wait_until_accepting(url: &str, timeout: Duration) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a tiny race remains).
+/// A TCP port on 127.0.0.1 that is free now, for a child process to bind
+/// later. Drawn from 20000..32000, below Linux's ephemeral range (so no
+/// `bind(0)` listener or outgoing connection takes it meanwhile), starting
+/// at a pid-derived offset and never repeating within the process. Another
+/// process may still take it: callers check they reached their own server.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (BASE + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {BASE}..{}", BASE + SPAN);
+}
+
+/// The relay information document (NIP-11) of the relay on
+/// `127.0.0.1:port`, fetched with a raw HTTP/1.1 GET and
+/// `Accept: application/nostr+json`: `Some(body)` for a 200 answer, `None`
+/// for anything else (no answer, an empty reply, another status).
+pub async fn nip11(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/nostr+json\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status_ok = head.lines().next()?.split_whitespace().nth(1)? == "200";
+        status_ok.then(|| body.to_owned())
+    };
+    tokio::time::timeout(STEP_TIMEOUT, get).await.ok()?
 }

@@ -167,16 +167,25 @@ impl HostileBuilder {
 
     /// Binds a free port on 127.0.0.1 and starts serving.
     pub async fn start(self) -> HostileRelay {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        self.start_on_port(0).await
+    }
+
+    /// Binds `port` on 127.0.0.1 (0: a free one) and starts serving; for a
+    /// relay whose URL had to be known before its script.
+    pub async fn start_on_port(mut self, port: u16) -> HostileRelay {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .expect("bind 127.0.0.1");
         let port = listener.local_addr().expect("local addr").port();
-        let flood = self.flood.as_ref().map(|(n, t)| flood_events(*n, t.as_ref()));
+        let flood = self
+            .flood
+            .as_ref()
+            .map(|(n, t)| flood_events(*n, t.as_ref()));
         let oversized = self.oversized.map(oversized_event);
         let (live, _) = broadcast::channel(4096);
         let (kick, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
-            events: Mutex::new(self.events.clone()),
+            events: Mutex::new(std::mem::take(&mut self.events)),
             script: self,
             flood: Arc::new(flood.unwrap_or_default()),
             oversized,
@@ -273,7 +282,12 @@ impl HostileRelay {
 
     /// REQs received per connection, in accept order.
     pub fn req_counts(&self) -> Vec<usize> {
-        self.shared.stats.lock().unwrap().reqs_per_connection.clone()
+        self.shared
+            .stats
+            .lock()
+            .unwrap()
+            .reqs_per_connection
+            .clone()
     }
 
     /// REQs received over all connections.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr_relay_builder::prelude as nrb;
-use nostr_relay_builder::prelude::{JsonUtil as _, NostrDatabase as _};
+use nostr_relay_builder::prelude::JsonUtil as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -79,12 +79,11 @@ impl LocalRelayHarness {
 
     /// Starts a relay with `options` on a free port.
     pub async fn start_with(options: LocalOptions) -> LocalRelayHarness {
-        let database: Arc<dyn nrb::NostrDatabase> = Arc::new(nrb::MemoryDatabase::with_opts(
-            nrb::MemoryDatabaseOptions {
+        let database: Arc<dyn nrb::NostrDatabase> =
+            Arc::new(nrb::MemoryDatabase::with_opts(nrb::MemoryDatabaseOptions {
                 events: true,
                 max_events: None,
-            },
-        ));
+            }));
         let mut builder = nrb::RelayBuilder::default()
             .database(database.clone())
             .rate_limit(nrb::RateLimit {
@@ -96,25 +95,18 @@ impl LocalRelayHarness {
             builder = builder.max_filter_limit(max);
         }
         let relay = nrb::LocalRelay::new(builder);
-        // Bind first: a port another test grabbed in between is retried.
-        let mut last_err = None;
-        for _ in 0..20 {
-            let port = client::free_port();
-            match TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(listener) => {
-                    let mut h = LocalRelayHarness {
-                        relay,
-                        database,
-                        port,
-                        server: None,
-                    };
-                    h.serve(listener);
-                    return h;
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        panic!("no free port for the local relay: {last_err:?}");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let mut h = LocalRelayHarness {
+            relay,
+            database,
+            port,
+            server: None,
+        };
+        h.serve(listener);
+        h
     }
 
     /// `ws://127.0.0.1:PORT`.

@@ -14,7 +14,64 @@ pub mod hostile;
 pub mod local;
 pub mod python;
 
+use std::future::Future;
+use std::time::Duration;
+
 pub use client::{PublishReport, RelayClient};
 pub use hostile::{HostileBuilder, HostileRelay, ReqRecord};
 pub use local::{LocalOptions, LocalRelayHarness};
 pub use python::{PythonOptions, PythonRelay};
+
+/// What every harness has in common (handy for helpers over mixed peers).
+pub trait TestRelay {
+    /// `ws://127.0.0.1:PORT`.
+    fn url(&self) -> String;
+    /// The port on 127.0.0.1.
+    fn port(&self) -> u16;
+}
+
+impl TestRelay for LocalRelayHarness {
+    fn url(&self) -> String {
+        LocalRelayHarness::url(self)
+    }
+    fn port(&self) -> u16 {
+        LocalRelayHarness::port(self)
+    }
+}
+
+impl TestRelay for PythonRelay {
+    fn url(&self) -> String {
+        PythonRelay::url(self)
+    }
+    fn port(&self) -> u16 {
+        PythonRelay::port(self)
+    }
+}
+
+impl TestRelay for HostileRelay {
+    fn url(&self) -> String {
+        HostileRelay::url(self)
+    }
+    fn port(&self) -> u16 {
+        HostileRelay::port(self)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` after
+/// `timeout`. For "eventually the store holds everything" assertions.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -195,6 +195,8 @@ pub struct PythonRelay {
     port: u16,
     binary: PathBuf,
     child: Option<Child>,
+    /// Unique `relay_name`, to recognise our process on the port.
+    name: String,
 }
 
 impl std::fmt::Debug for PythonRelay {
@@ -223,17 +225,34 @@ impl PythonRelay {
             .prefix("grasp-sync-nostr-relay-")
             .tempdir()
             .expect("temporary directory");
-        let port = client::free_port();
-        fs::write(dir.path().join("config.yaml"), config_yaml(&options, dir.path(), port))
-            .expect("write config.yaml");
         let mut relay = PythonRelay {
             dir,
-            port,
+            port: 0,
             binary,
             child: None,
+            name: String::new(),
         };
-        relay.start_again().await;
-        relay
+        // The port may be taken by another process between the check and
+        // the relay's bind: the relay then exits, and another port is tried.
+        for attempt in 1..=5 {
+            relay.port = client::free_port();
+            relay.name = format!(
+                "grasp-sync test relay {}-{}",
+                std::process::id(),
+                relay.port
+            );
+            let config = config_yaml(&options, relay.dir.path(), relay.port, &relay.name);
+            fs::write(relay.dir.path().join("config.yaml"), config).expect("write config.yaml");
+            relay.spawn();
+            match relay.wait_ready().await {
+                Ok(()) => return relay,
+                Err(e) if attempt < 5 && relay.child.is_none() => {
+                    tracing::warn!("python relay on port {}: {e}; another port", relay.port);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last attempt panics")
     }
 
     /// `ws://127.0.0.1:PORT`.
@@ -264,10 +283,17 @@ impl PythonRelay {
         }
     }
 
-    /// Starts the process (again) on the same port and database, and waits
-    /// until it accepts websockets (panics with its log after 60 s).
+    /// Starts the process again on the same port and database, and waits
+    /// until it serves (panics with its log after 60 s or if it exits).
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none(), "the python relay is already running");
+        self.spawn();
+        if let Err(e) = self.wait_ready().await {
+            panic!("{e}");
+        }
+    }
+
+    fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -285,24 +311,41 @@ impl PythonRelay {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
         self.child = Some(child);
+    }
+
+    /// Waits until our process (its NIP-11 name is checked, so another
+    /// server on the port does not count) accepts websockets. On exit the
+    /// child is reaped and `self.child` is `None`.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(c) = RelayClient::try_connect(&self.url()).await {
-                c.close().await;
-                return;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "the python relay exited ({status}) before accepting connections:\n{}",
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "the python relay exited ({status}) before serving on port {}:\n{}",
+                    self.port,
                     self.log()
-                );
+                ));
+            }
+            let ours = client::nip11(self.port)
+                .await
+                .is_some_and(|doc| doc.contains(&self.name));
+            if ours {
+                if let Ok(c) = RelayClient::try_connect(&self.url()).await {
+                    c.close().await;
+                    return Ok(());
+                }
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "the python relay does not accept connections on {} after 60 s:\n{}",
+                return Err(format!(
+                    "the python relay does not serve on {} after 60 s:\n{}",
                     self.url(),
                     self.log()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -346,11 +389,11 @@ impl Drop for PythonRelay {
     }
 }
 
-fn config_yaml(o: &PythonOptions, dir: &Path, port: u16) -> String {
+fn config_yaml(o: &PythonOptions, dir: &Path, port: u16, name: &str) -> String {
     let db = dir.join("nostr.sqlite3");
     format!(
         r#"DEBUG: false
-relay_name: grasp-sync test relay
+relay_name: "{name}"
 relay_description: PyPI nostr-relay {VERSION} started by the grasp-sync tests
 max_event_size: {max_event_size}
 # Ten years: dataset events are dated 2025.
