@@ -46,7 +46,8 @@
 //! count), `BENCH_RUNS` (runs per client), `BENCH_TIMEOUT` (seconds a client
 //! may take, 300), `BENCH_STALL` (seconds without progress before a client
 //! gives up, 20), `BENCH_MODES` (comma-separated subset of `grasp,sdk,
-//! sdk-mem,sdk-sync` to run). `--verbose` prints each run in detail (the
+//! sdk-mem,sdk-sync` to run), `BENCH_STORE_DIR` (where the clients'
+//! stores go; `target/bench-data` by default). `--verbose` prints each run in detail (the
 //! runner's status and I/O counters, a progress trace).
 
 use std::collections::HashSet;
@@ -104,6 +105,16 @@ fn data_dir() -> PathBuf {
     let dir = target_dir().join("bench-data");
     std::fs::create_dir_all(&dir).expect("create target/bench-data");
     dir
+}
+
+/// Where the clients' stores are created: `BENCH_STORE_DIR` (e.g.
+/// `/dev/shm`, to take the disk's fsync out of the picture), else
+/// `target/bench-data`.
+fn store_dir() -> PathBuf {
+    match std::env::var_os("BENCH_STORE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => data_dir(),
+    }
 }
 
 /// CPU seconds (user, system) and peak RSS of this process.
@@ -481,7 +492,7 @@ mod grasp {
     ) -> Value {
         let dir = tempfile::Builder::new()
             .prefix("grasp-lmdb-")
-            .tempdir_in(data_dir())
+            .tempdir_in(store_dir())
             .expect("tempdir");
         let rt = runtime();
         let out = rt.block_on(async {
@@ -625,7 +636,7 @@ mod sdk {
     ) -> Value {
         let dir = tempfile::Builder::new()
             .prefix("sdk-lmdb-")
-            .tempdir_in(data_dir())
+            .tempdir_in(store_dir())
             .expect("tempdir");
         let rt = runtime();
         let out = rt.block_on(async {

@@ -272,3 +272,59 @@ fn url_port(url: &str) -> u16 {
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("port in url")
 }
+
+/// The local-relay sink: the runner publishes into the service's own relay
+/// and learns the hosted repos from that relay's catalog subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_feeds_the_services_own_relay() {
+    use grasp_sync_core::RelayUrl;
+    use grasp_sync_io::store::relay_sink::RelaySink;
+    use std::sync::Arc;
+
+    let ours = LocalRelayHarness::start().await;
+    let remote = PythonRelay::start().await;
+    let mut ds = dataset(&[remote.url()]);
+    remote.publish(ds.events()).await;
+    // The service's relay holds what it hosts: the announcements.
+    let hosted: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();
+    ours.publish(&hosted).await;
+
+    let config = grasp_sync_tests::sync::test_config(SERVICE);
+    let sink = RelaySink::start(RelayUrl::parse(&ours.url()).unwrap(), config.net.clone());
+    let runner = grasp_sync_io::Runner::start(config, Arc::new(sink))
+        .await
+        .unwrap();
+    let expected = ds.expected();
+    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let missing = ours.missing(&expected).await;
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} missing in the local relay",
+            missing.len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in ds.unrelated() {
+        assert!(
+            ours.missing(&BTreeSet::from([id])).await.len() == 1,
+            "unrelated {id} published"
+        );
+    }
+    // Live through the sink too.
+    let issue = ds.live_issue(0);
+    remote.publish(std::slice::from_ref(&issue)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !ours.missing(&BTreeSet::from([issue.id])).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live event not in the local relay"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    runner.shutdown().await.unwrap();
+}

@@ -49,6 +49,7 @@ async fn sigterm_closes_subscriptions_and_saves_state() {
     }
     assert!(!state.exists());
 
+    let open_before = relay.open_subscriptions();
     let run = tokio::spawn(runner.run_until_signal());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let killed = std::process::Command::new("kill")

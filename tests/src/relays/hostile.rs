@@ -210,6 +210,7 @@ struct Stats {
     reqs_per_connection: Vec<usize>,
     reqs: Vec<ReqRecord>,
     open: BTreeMap<(usize, String), Vec<Filter>>,
+    closes: Vec<(usize, String)>,
     received_frames: usize,
 }
 
@@ -310,6 +311,11 @@ impl HostileRelay {
             .iter()
             .map(|((c, s), f)| (*c, s.clone(), f.clone()))
             .collect()
+    }
+
+    /// Every `CLOSE` received: (connection, subscription id), in order.
+    pub fn closes(&self) -> Vec<(usize, String)> {
+        self.shared.stats.lock().unwrap().closes.clone()
     }
 
     /// Text frames received from clients so far.
@@ -468,12 +474,9 @@ async fn handle(
         }
         (Some("CLOSE"), Some(Value::String(sub))) => {
             subs.remove(sub);
-            shared
-                .stats
-                .lock()
-                .unwrap()
-                .open
-                .remove(&(conn, sub.clone()));
+            let mut stats = shared.stats.lock().unwrap();
+            stats.open.remove(&(conn, sub.clone()));
+            stats.closes.push((conn, sub.clone()));
             Ok(())
         }
         (Some("EVENT"), Some(ev)) => {
