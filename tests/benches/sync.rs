@@ -123,6 +123,9 @@ struct Usage {
     user: f64,
     sys: f64,
     max_rss_kib: i64,
+    /// Current anonymous and file-backed RSS (`/proc/self/status`).
+    rss_anon_kib: Option<i64>,
+    rss_file_kib: Option<i64>,
 }
 
 impl Usage {
@@ -138,17 +141,35 @@ impl Usage {
             user: secs(ru.ru_utime),
             sys: secs(ru.ru_stime),
             max_rss_kib: ru.ru_maxrss,
+            rss_anon_kib: self_status_kib("RssAnon"),
+            rss_file_kib: self_status_kib("RssFile"),
         }
     }
 }
 
-/// The usage figures of an operation, as the child reports them.
+/// A `kB` field of `/proc/self/status` (`RssAnon`, `RssFile`, ...).
+fn self_status_kib(field: &str) -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The usage figures of an operation, as the child reports them. The
+/// anonymous and file-backed RSS at the end of the operation split the peak
+/// roughly into heap and mapped store pages (LMDB maps its file).
 fn usage_json(wall: Duration, before: Usage, after: Usage) -> Value {
     json!({
         "wall": wall.as_secs_f64(),
         "user": after.user - before.user,
         "sys": after.sys - before.sys,
         "max_rss_kib": after.max_rss_kib,
+        "rss_anon_kib": after.rss_anon_kib,
+        "rss_file_kib": after.rss_file_kib,
     })
 }
 
