@@ -23,7 +23,8 @@ pub struct IoConfig {
     pub auth_keys: Option<Keys>,
     /// Prometheus endpoint address (`None`: no endpoint).
     pub metrics_addr: Option<SocketAddr>,
-    /// Ids remembered as already verified (drops repeats cheaply).
+    /// Ids remembered as already verified (drops repeats cheaply; about
+    /// 80 bytes each).
     pub seen_ids_capacity: usize,
     /// Signature-verification threads (0: one per available core).
     pub verify_threads: usize,
@@ -45,7 +46,7 @@ impl IoConfig {
             snapshot_interval: Duration::from_secs(30),
             auth_keys: None,
             metrics_addr: None,
-            seen_ids_capacity: 1 << 20,
+            seen_ids_capacity: 1 << 18,
             verify_threads: 0,
             per_relay_inflight: 4096,
         }

@@ -23,6 +23,7 @@ use grasp_sync_core::{
     Command, Engine, EventCheck, Input, RelayInfo, RelayUrl, Status, StoreOutcome, Time,
 };
 use nostr::event::{Event, EventBuilder, EventId, FinalizeEvent, Kind, Tag};
+use nostr::key::Keys;
 use nostr::message::{ClientMessage, SubscriptionId};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
@@ -409,6 +410,7 @@ impl Driver {
                     None => catalog_open = false,
                 },
                 Some(reply) = metrics.recv() => {
+                    self.forget_gone_relays();
                     let text = metrics::render(&self.engine.status(), &self.io_snapshot());
                     let _ = reply.send(text);
                 }
@@ -435,6 +437,22 @@ impl Driver {
             }
             // Nothing scheduled: tick now and then anyway (harmless).
             None => now + Duration::from_secs(60),
+        }
+    }
+
+    /// Moves the I/O counters of relays the engine has forgotten into the
+    /// totals, so the per-relay map does not grow forever.
+    fn forget_gone_relays(&mut self) {
+        let known: BTreeSet<&RelayUrl> = self.engine.relay_urls().collect();
+        let gone: Vec<RelayUrl> = self
+            .io
+            .per_relay
+            .keys()
+            .filter(|r| !known.contains(r))
+            .cloned()
+            .collect();
+        for relay in gone {
+            self.io.forget(&relay);
         }
     }
 
@@ -582,23 +600,10 @@ impl Driver {
             });
             return;
         };
-        let tags = [
-            Tag::parse(["relay", relay.as_str()]),
-            Tag::parse(["challenge", challenge]),
-        ];
-        let event = match tags.into_iter().collect::<Result<Vec<Tag>, _>>() {
-            Ok(tags) => EventBuilder::new(Kind::Authentication, "")
-                .tags(tags)
-                .finalize(&keys),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot build AUTH tags");
-                return;
-            }
-        };
-        let event = match event {
+        let event = match auth_event(&keys, &relay, challenge) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot sign AUTH event");
+                tracing::warn!(relay = relay.as_str(), error = %e, "cannot build the AUTH event");
                 return;
             }
         };
@@ -1077,6 +1082,44 @@ impl Driver {
     }
 }
 
+/// The NIP-42 answer to `challenge`: a signed kind-22242 event naming the
+/// relay and the challenge.
+pub fn auth_event(keys: &Keys, relay: &RelayUrl, challenge: &str) -> Result<Event, AuthEventError> {
+    let err = |e: &dyn std::fmt::Display| AuthEventError(e.to_string());
+    let tags = vec![
+        Tag::parse(["relay", relay.as_str()]).map_err(|e| err(&e))?,
+        Tag::parse(["challenge", challenge]).map_err(|e| err(&e))?,
+    ];
+    EventBuilder::new(Kind::Authentication, "")
+        .tags(tags)
+        .finalize(keys)
+        .map_err(|e| err(&e))
+}
+
+/// The AUTH event could not be built or signed.
+#[derive(Debug, thiserror::Error)]
+#[error("building the AUTH event: {0}")]
+pub struct AuthEventError(String);
+
 fn is_catalog_kind(kind: u16) -> bool {
     crate::store::CATALOG_KINDS.contains(&kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_event_names_relay_and_challenge() {
+        let keys = Keys::parse("6b911fd37cdf5c81d4c0adb1ab7fa822ed253ab0ad9aa18d77257c88b29b718e")
+            .unwrap();
+        let relay = RelayUrl::parse("wss://relay.example.org").unwrap();
+        let event = auth_event(&keys, &relay, "c-123").unwrap();
+        assert_eq!(event.kind, Kind::Authentication);
+        assert!(event.verify().is_ok());
+        assert_eq!(event.pubkey, keys.public_key());
+        let tags: Vec<Vec<String>> = event.tags.iter().map(|t| t.as_slice().to_vec()).collect();
+        assert!(tags.contains(&vec!["relay".to_string(), relay.as_str().to_string()]));
+        assert!(tags.contains(&vec!["challenge".to_string(), "c-123".to_string()]));
+    }
 }
