@@ -207,3 +207,46 @@ fn determinism_survives_restarts() {
     assert_eq!(logs[0], logs[1]);
     assert_ne!(logs[0], logs[2]);
 }
+
+/// A REQ carries the `#a` and `#A` filters of a repo and the relay sends
+/// each event once: an old repo comment tagged with both `A` and `a` comes
+/// back in the first page (for `#A`) although it is far older than the
+/// `#a` filter's first page reaches. Paging `#a` must not jump to it and
+/// skip the issues in between (found against rust-nostr's LocalRelay).
+#[test]
+fn an_old_match_of_another_filter_does_not_skip_a_page() {
+    use grasp_sync_tests::fixtures::{self, announcement, coord, event, pubkey, root, T0};
+    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    let mut w = World::new(fixtures::config(), Time::from_secs(T0));
+    let relay = fixtures::url("wss://overlap.example");
+    w.add_relay(FakeRelay::new(relay.clone(), Profile::default()));
+    let ann = announcement(1, "busy", T0 - 1_000_000, &[relay.as_str()], true);
+    w.seed(&relay, ann.clone());
+    w.store_local(ann);
+    let c = coord(1, "busy");
+    for i in 0..700u64 {
+        let r = root(
+            1621,
+            10 + (i % 7) as u32,
+            T0 - 100_000 + i * 10,
+            &c,
+            &format!("issue {i}"),
+        );
+        w.seed(&relay, r);
+    }
+    let old_comment = event(
+        pubkey(60),
+        T0 - 500_000,
+        1111,
+        vec![
+            vec!["A".into(), c.to_string()],
+            vec!["a".into(), c.to_string()],
+            vec!["K".into(), "30617".into()],
+        ],
+        "an old comment on the repo",
+    );
+    w.seed(&relay, old_comment);
+    run(&mut w);
+    assert_converged(&w, "overlapping filters");
+    assert_eq!(w.store.len(), 1 + 700 + 1);
+}
