@@ -25,6 +25,16 @@ fn dataset(relays: &[String]) -> Dataset {
         .build()
 }
 
+/// Syncs `ds` from relays that already hold it: everything expected
+/// arrives and is confirmed, nothing unrelated is stored.
+async fn assert_full_historic_sync(ds: &Dataset) {
+    let mut sync = SyncUnderTest::start(ds, |_| {}).await;
+    sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
+    sync.wait_confirmed(SYNC_TIMEOUT).await;
+    sync.assert_none_of(&ds.unrelated()).await;
+    sync.shutdown().await;
+}
+
 /// Historic sync of announcements, state, issues, patches, PRs, statuses
 /// and comments through every tag variant; nothing of foreign repos.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,11 +42,7 @@ async fn historic_sync_from_local_relay() {
     let relay = LocalRelayHarness::start().await;
     let ds = dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
-    let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
-    sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
-    sync.wait_confirmed(SYNC_TIMEOUT).await;
-    sync.assert_none_of(&ds.unrelated()).await;
-    sync.shutdown().await;
+    assert_full_historic_sync(&ds).await;
 }
 
 /// The same against an independent implementation (Python, sqlite).
@@ -45,11 +51,7 @@ async fn historic_sync_from_python_relay() {
     let relay = PythonRelay::start().await;
     let ds = dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
-    let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
-    sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
-    sync.wait_confirmed(SYNC_TIMEOUT).await;
-    sync.assert_none_of(&ds.unrelated()).await;
-    sync.shutdown().await;
+    assert_full_historic_sync(&ds).await;
 }
 
 /// Events spread over two different relay implementations: only a sync
