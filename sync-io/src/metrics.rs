@@ -199,7 +199,14 @@ pub struct IoCounters {
 impl IoCounters {
     /// The counters of `relay`, created on first use.
     pub fn relay(&mut self, relay: &RelayUrl) -> &mut RelayIoCounters {
-        self.per_relay.entry(relay.clone()).or_default()
+        // Called per frame: clone the URL only the first time.
+        if !self.per_relay.contains_key(relay) {
+            self.per_relay
+                .insert(relay.clone(), RelayIoCounters::default());
+        }
+        self.per_relay
+            .get_mut(relay)
+            .expect("the entry was inserted above")
     }
 
     /// Drops the per-relay series of a relay the engine forgot; its counts

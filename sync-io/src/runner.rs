@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use grasp_sync_core::types::{is_root_kind, KIND_DELETION, KIND_REPO_ANNOUNCEMENT};
 use grasp_sync_core::{
     Command, Engine, EventCheck, Input, RelayInfo, RelayUrl, Status, StoreOutcome, Time,
 };
@@ -573,11 +574,7 @@ impl Driver {
                     relay = relay.as_str(),
                     "send queue full; dropping the connection"
                 );
-                self.io
-                    .per_relay
-                    .entry(relay.clone())
-                    .or_default()
-                    .send_queue_overflows += 1;
+                self.io.relay(relay).send_queue_overflows += 1;
                 if let Some(link) = self.links.remove(relay) {
                     link.conn.abort();
                     if link.connected {
@@ -608,11 +605,7 @@ impl Driver {
             }
         };
         let id = event.id;
-        self.io
-            .per_relay
-            .entry(relay.clone())
-            .or_default()
-            .auth_attempts += 1;
+        self.io.relay(&relay).auth_attempts += 1;
         if self.send(&relay, ClientMessage::auth(event).as_json()) {
             if let Some(link) = self.links.get_mut(&relay) {
                 link.auth_event = Some(id);
@@ -641,11 +634,7 @@ impl Driver {
     fn on_info(&mut self, relay: RelayUrl, info: Option<RelayInfo>) {
         self.info_in_flight.remove(&relay);
         if info.is_none() {
-            self.io
-                .per_relay
-                .entry(relay.clone())
-                .or_default()
-                .nip11_failures += 1;
+            self.io.relay(&relay).nip11_failures += 1;
         }
         // A relay without NIP-11 is fine: an empty document stops the asking.
         let info = info.unwrap_or_default();
@@ -676,7 +665,7 @@ impl Driver {
                 },
                 permit,
             ) => {
-                let counters = self.io.per_relay.entry(relay.clone()).or_default();
+                let counters = self.io.relay(&relay);
                 counters.frames_received += 1;
                 let verdict = match self.engine.check_event(&relay, &subscription, &event) {
                     EventCheck::Accepted(_) => match self.seen.get(&event.id) {
@@ -704,11 +693,7 @@ impl Driver {
                 }
             }
             ConnReport::Message(other, permit) => {
-                self.io
-                    .per_relay
-                    .entry(relay.clone())
-                    .or_default()
-                    .frames_received += 1;
+                self.io.relay(&relay).frames_received += 1;
                 link.inbox.push_ready(Item::Message(other, permit));
             }
         }
@@ -897,9 +882,9 @@ impl Driver {
 
     fn on_catalog_event(&mut self, event: &Event) {
         match event.kind.as_u16() {
-            30617 => self.input(Input::AnnouncementSeen(event)),
-            5 => self.input(Input::DeletionSeen(event)),
-            k if is_catalog_kind(k) => self.input(Input::RootEventSeen(event)),
+            KIND_REPO_ANNOUNCEMENT => self.input(Input::AnnouncementSeen(event)),
+            KIND_DELETION => self.input(Input::DeletionSeen(event)),
+            k if is_root_kind(k) => self.input(Input::RootEventSeen(event)),
             _ => {}
         }
     }
@@ -958,18 +943,10 @@ impl Driver {
             }
             Incoming::Malformed(reason) => {
                 tracing::debug!(relay = relay.as_str(), %reason, "malformed message");
-                self.io
-                    .per_relay
-                    .entry(relay.clone())
-                    .or_default()
-                    .messages_malformed += 1;
+                self.io.relay(relay).messages_malformed += 1;
             }
             Incoming::Oversized => {
-                self.io
-                    .per_relay
-                    .entry(relay.clone())
-                    .or_default()
-                    .frames_oversized += 1;
+                self.io.relay(relay).frames_oversized += 1;
             }
         }
     }

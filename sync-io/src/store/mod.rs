@@ -5,6 +5,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use grasp_sync_core::types::{
+    KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST, KIND_REPO_ANNOUNCEMENT,
+};
 use grasp_sync_core::StoreOutcome;
 use nostr::event::Event;
 use tokio::sync::mpsc;
@@ -17,7 +20,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Kinds the engine learns its catalog from: repository announcements,
 /// patches, pull requests, issues and deletion requests.
-pub const CATALOG_KINDS: [u16; 5] = [30617, 1617, 1618, 1621, 5];
+pub const CATALOG_KINDS: [u16; 5] = [
+    KIND_REPO_ANNOUNCEMENT,
+    KIND_PATCH,
+    KIND_PULL_REQUEST,
+    KIND_ISSUE,
+    KIND_DELETION,
+];
 
 /// Why a store operation failed. A failed save is counted by the runner as a
 /// rejection and logged; it never stops the sync.
