@@ -204,11 +204,14 @@ fn wall_clock_secs() -> u64 {
 /// Builds the plan: feeds the accepted events, then plays every relay
 /// answering at once with empty history, all at the fixed time `now_secs`.
 pub fn build_plan(
-    config: Config,
+    mut config: Config,
     events: &Events,
     infos: &BTreeMap<RelayUrl, RelayInfo>,
     now_secs: u64,
 ) -> Result<Plan, CliError> {
+    // The plan shows the paged REQs; NIP-77 work depends on what each relay
+    // and the store hold, which a plan cannot know.
+    config.nip77 = false;
     let service = config.service.to_string();
     let mut driver = Driver::new(Engine::new(config), Time::from_secs(now_secs), infos);
     let mut summary = Summary {
@@ -448,6 +451,11 @@ impl<'a> Driver<'a> {
                     }
                 }
                 Command::Connect { relay } => self.input(Input::Connected { relay: &relay }),
+                // Not emitted: `build_plan` turns NIP-77 off.
+                Command::QueryLocalItems { .. }
+                | Command::NegOpen { .. }
+                | Command::NegMsg { .. }
+                | Command::NegClose { .. } => {}
                 Command::Subscribe {
                     relay,
                     subscription,

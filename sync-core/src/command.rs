@@ -1,6 +1,6 @@
 //! What the engine asks its host to do, and what the host tells it.
 
-use nostr::event::Event;
+use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,44 @@ pub enum Command {
         /// The subscription id.
         subscription: SubscriptionId,
     },
+    /// Look up the store's `(created_at, id)` items matching `filter` (no
+    /// `limit`: all of them) and report them with [`Input::LocalItems`]
+    /// carrying the same `request` (NIP-77 reconciliation, spec section 7).
+    QueryLocalItems {
+        /// The relay the reconciliation is with.
+        relay: RelayUrl,
+        /// Echoed in the answer.
+        request: u64,
+        /// What to match.
+        filter: Filter,
+    },
+    /// Send `["NEG-OPEN", subscription, filter, message]`.
+    NegOpen {
+        /// The relay.
+        relay: RelayUrl,
+        /// The reconciliation's subscription id.
+        subscription: SubscriptionId,
+        /// The filter reconciled.
+        filter: Filter,
+        /// The initial negentropy message (hex).
+        message: String,
+    },
+    /// Send `["NEG-MSG", subscription, message]`.
+    NegMsg {
+        /// The relay.
+        relay: RelayUrl,
+        /// The reconciliation's subscription id.
+        subscription: SubscriptionId,
+        /// The negentropy message (hex).
+        message: String,
+    },
+    /// Send `["NEG-CLOSE", subscription]`.
+    NegClose {
+        /// The relay.
+        relay: RelayUrl,
+        /// The reconciliation's subscription id.
+        subscription: SubscriptionId,
+    },
     /// Answer a NIP-42 challenge with a signed kind-22242 event; report
     /// [`Input::AuthResult`] when the relay's `OK` arrives.
     Authenticate {
@@ -80,6 +118,10 @@ impl Command {
             | Command::Disconnect { relay }
             | Command::Subscribe { relay, .. }
             | Command::Unsubscribe { relay, .. }
+            | Command::QueryLocalItems { relay, .. }
+            | Command::NegOpen { relay, .. }
+            | Command::NegMsg { relay, .. }
+            | Command::NegClose { relay, .. }
             | Command::Authenticate { relay, .. } => relay,
         }
     }
@@ -140,8 +182,41 @@ pub enum Input<'a> {
     EventStored {
         /// The relay.
         relay: &'a RelayUrl,
+        /// The event's id.
+        id: EventId,
+        /// The event's `created_at` (seconds): a rejected event is kept as a
+        /// NIP-77 item so that it is not fetched again.
+        created_at: u64,
         /// The store's answer.
         outcome: StoreOutcome,
+    },
+    /// The answer to [`Command::QueryLocalItems`]: `None` when the store
+    /// could not answer (the filter then falls back to paged REQ).
+    LocalItems {
+        /// The relay of the command.
+        relay: &'a RelayUrl,
+        /// The command's `request`.
+        request: u64,
+        /// `(created_at, id)` of every stored event matching the filter.
+        items: Option<&'a [(u64, EventId)]>,
+    },
+    /// `["NEG-MSG", subscription, message]`.
+    NegMsg {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Its subscription id.
+        subscription: &'a SubscriptionId,
+        /// The negentropy message (hex).
+        message: &'a str,
+    },
+    /// `["NEG-ERR", subscription, reason]`.
+    NegErr {
+        /// The relay.
+        relay: &'a RelayUrl,
+        /// Its subscription id.
+        subscription: &'a SubscriptionId,
+        /// The reason.
+        message: &'a str,
     },
     /// `EOSE`.
     Eose {
@@ -197,6 +272,9 @@ impl Input<'_> {
             | Input::EventReceived { relay, .. }
             | Input::EventInvalid { relay }
             | Input::EventStored { relay, .. }
+            | Input::LocalItems { relay, .. }
+            | Input::NegMsg { relay, .. }
+            | Input::NegErr { relay, .. }
             | Input::Eose { relay, .. }
             | Input::Closed { relay, .. }
             | Input::Notice { relay, .. }

@@ -33,6 +33,14 @@ pub struct Config {
     pub timing: Timing,
     /// Seed of every jitter stream.
     pub seed: u64,
+    /// Reconcile historic work with NIP-77 where the relay supports it
+    /// (probing relays that do not say); `false` pages every filter with REQ.
+    #[serde(default = "default_nip77")]
+    pub nip77: bool,
+}
+
+fn default_nip77() -> bool {
+    true
 }
 
 impl Config {
@@ -50,6 +58,7 @@ impl Config {
             default_budget: Budget::default(),
             timing: Timing::default(),
             seed: 0x6772_6173_7073_796e, // "graspsyn"
+            nip77: true,
         }
     }
 }

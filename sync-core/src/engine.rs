@@ -15,7 +15,8 @@ use crate::announcement::{parse_announcement, AnnouncementRules, IgnoreReason};
 use crate::catalog::{Catalog, TargetDelta, UpsertOutcome};
 use crate::command::{Command, Input};
 use crate::config::Config;
-use crate::relay::{Ctx, EventCheck, Relay};
+use crate::nip77::RejectedIds;
+use crate::relay::{Ctx, EventCheck, Relay, StoreOutcome};
 use crate::snapshot::{
     SavedRelay, SavedRepo, SavedRoot, Snapshot, SnapshotError, SNAPSHOT_VERSION,
 };
@@ -60,6 +61,8 @@ pub struct Engine {
     ignored: BTreeMap<(String, String), u64>,
     /// Relays refused at the total-relay cap, created when room frees up.
     parked: BTreeSet<RelayUrl>,
+    /// Ids the store rejected: NIP-77 items, so they are not fetched again.
+    rejected: RejectedIds,
     now: Time,
 }
 
@@ -75,6 +78,7 @@ impl Engine {
             counters: EngineCounters::default(),
             ignored: BTreeMap::new(),
             parked: BTreeSet::new(),
+            rejected: RejectedIds::default(),
             now: Time::ZERO,
         };
         for url in engine.config.bootstrap.clone() {
@@ -88,6 +92,7 @@ impl Engine {
             let mut ctx = Ctx {
                 config: &engine.config,
                 out: &mut engine.out,
+                rejected: &engine.rejected,
             };
             relay.add_target(TargetKey::Discovery, Time::ZERO, &mut ctx);
             engine.relays.insert(url.clone(), relay);
@@ -138,9 +143,39 @@ impl Engine {
                 None => self.counters.events_from_unknown_relays += 1,
             },
             Input::EventInvalid { relay } => self.with_relay(relay, now, |r, _, _| r.on_invalid()),
-            Input::EventStored { relay, outcome } => {
+            Input::EventStored {
+                relay,
+                id,
+                created_at,
+                outcome,
+            } => {
+                if outcome == StoreOutcome::Rejected {
+                    self.rejected.expire(now);
+                    self.rejected.insert(id, created_at, now);
+                }
                 self.with_relay(relay, now, |r, _, _| r.on_store(outcome))
             }
+            Input::LocalItems {
+                relay,
+                request,
+                items,
+            } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_local_items(request, items, now, ctx)
+            }),
+            Input::NegMsg {
+                relay,
+                subscription,
+                message,
+            } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_neg_msg(subscription, message, now, ctx)
+            }),
+            Input::NegErr {
+                relay,
+                subscription,
+                message,
+            } => self.with_relay(relay, now, |r, now, ctx| {
+                r.on_neg_err(subscription, message, now, ctx)
+            }),
             Input::Eose {
                 relay,
                 subscription,
@@ -480,6 +515,7 @@ impl Engine {
             let mut ctx = Ctx {
                 config: &self.config,
                 out: &mut self.out,
+                rejected: &self.rejected,
             };
             if d.added {
                 relay.add_target(d.target, now, &mut ctx);
@@ -495,6 +531,7 @@ impl Engine {
                 let mut ctx = Ctx {
                     config: &self.config,
                     out: &mut self.out,
+                    rejected: &self.rejected,
                 };
                 relay.maybe_connect(now, &mut ctx);
                 relay.pump(now, &mut ctx);
@@ -516,6 +553,7 @@ impl Engine {
         let mut ctx = Ctx {
             config: &self.config,
             out: &mut self.out,
+            rejected: &self.rejected,
         };
         for t in targets {
             relay.add_target(t, now, &mut ctx);
@@ -536,6 +574,7 @@ impl Engine {
                     let mut ctx = Ctx {
                         config: &self.config,
                         out: &mut self.out,
+                        rejected: &self.rejected,
                     };
                     relay.maybe_connect(now, &mut ctx);
                 }
@@ -557,6 +596,7 @@ impl Engine {
         let mut ctx = Ctx {
             config: &self.config,
             out: &mut self.out,
+            rejected: &self.rejected,
         };
         f(relay, now, &mut ctx);
         self.touch(url, now);
@@ -574,6 +614,7 @@ impl Engine {
                 let mut ctx = Ctx {
                     config: &self.config,
                     out: &mut self.out,
+                    rejected: &self.rejected,
                 };
                 relay.close(now, &mut ctx);
                 if let Some(t) = relay.scheduled.take() {
@@ -622,6 +663,7 @@ impl Engine {
                 let mut ctx = Ctx {
                     config: &self.config,
                     out: &mut self.out,
+                    rejected: &self.rejected,
                 };
                 relay.on_timer(now, &mut ctx);
             }
@@ -665,8 +707,11 @@ mod tests {
 
     const T: u64 = 1_700_000_000;
 
+    /// An engine that pages with REQ (NIP-77 has tests of its own).
     fn engine() -> Engine {
-        Engine::new(Config::new(ServiceId::parse(SERVICE).unwrap()))
+        let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.nip77 = false;
+        Engine::new(config)
     }
 
     fn drain(e: &mut Engine) -> Vec<Command> {
@@ -724,6 +769,7 @@ mod tests {
     #[test]
     fn bootstrap_relays_connect_on_the_first_input() {
         let mut config = Config::new(ServiceId::parse(SERVICE).unwrap());
+        config.nip77 = false;
         config.bootstrap = vec![url("wss://boot.example"), url("wss://git.example.com")];
         let mut e = Engine::new(config);
         e.handle_input(Time::from_secs(T), Input::Tick);

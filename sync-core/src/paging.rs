@@ -83,6 +83,12 @@ impl FilterPaging {
         self.mode == Mode::Done
     }
 
+    /// Ends the pass without more pages (the filter was reconciled with
+    /// NIP-77 and its missing events fetched by id).
+    pub fn finish(&mut self) {
+        self.mode = Mode::Done;
+    }
+
     /// True before the first page was answered (the pass has made no progress).
     pub fn is_fresh(&self) -> bool {
         self.pages == 0 && self.mode == (Mode::Normal { until: None })

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use nostr::event::Event;
+use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 use nostr::types::Timestamp;
@@ -20,6 +20,7 @@ use crate::command::{Command, SubscriptionMode};
 use crate::config::Config;
 use crate::filters::{build_filter, matches, FilterKind};
 use crate::info::{Budget, RelayInfo};
+use crate::nip77::{self, Nip77Support, Reconciler, RejectedIds};
 use crate::paging::FilterPaging;
 use crate::rng::Rng;
 use crate::types::{KeySet, Layer, TargetKey, Time};
@@ -108,6 +109,12 @@ pub struct RelayStats {
     pub last_eose: Option<Time>,
     /// Inputs that no longer applied (a late answer to an abandoned attempt).
     pub stale_inputs: u64,
+    /// NIP-77 reconciliations completed (one per filter).
+    pub reconciliations: u64,
+    /// Ids NIP-77 reconciliations found missing (then fetched by id).
+    pub reconcile_ids_needed: u64,
+    /// Filters that fell back from NIP-77 to paged REQ.
+    pub reconcile_fallbacks: u64,
     /// Refusals seen, by reason (`rate-limited`, `restricted`, `notice`, …).
     pub refusals: BTreeMap<String, u64>,
 }
@@ -160,6 +167,8 @@ struct Pack {
     alone: bool,
     /// Already halved (or, with one target, retried) after such a refusal.
     split: bool,
+    /// Carried by paged REQ only: its open filters fell back from NIP-77.
+    paged: bool,
 }
 
 impl Pack {
@@ -177,6 +186,7 @@ impl Pack {
             attempts: 0,
             alone: false,
             split: false,
+            paged: false,
         }
     }
 
@@ -222,6 +232,73 @@ impl HistoricReq {
                 let (kind, _) = p.filters.get(*fi)?;
                 matches(*kind, &p.targets, event).then_some(i)
             })
+    }
+}
+
+/// A pack carried out with NIP-77: its filters are reconciled one after the
+/// other; a filter that falls back stays open for paged REQ.
+#[derive(Clone, Debug)]
+struct NegJob {
+    pack: Pack,
+    /// The filter in work (an index into `pack.filters`).
+    filter: usize,
+    step: NegStep,
+    last_activity: Time,
+}
+
+#[derive(Clone, Debug)]
+enum NegStep {
+    /// Waiting for the host's local items.
+    Items { request: u64 },
+    /// NEG-OPEN sent; rounds under way. `answered`: the relay said something.
+    Reconcile {
+        sub: SubscriptionId,
+        reconciler: Box<Reconciler>,
+        answered: bool,
+    },
+    /// Fetching the needed ids: one REQ on the wire, the rest waiting.
+    Fetch {
+        sub: SubscriptionId,
+        wanted: BTreeSet<EventId>,
+        current: Vec<Filter>,
+        rest: VecDeque<Vec<Filter>>,
+    },
+}
+
+impl NegJob {
+    fn neg_sub(&self) -> Option<&SubscriptionId> {
+        match &self.step {
+            NegStep::Reconcile { sub, .. } => Some(sub),
+            _ => None,
+        }
+    }
+
+    fn fetch_sub(&self) -> Option<&SubscriptionId> {
+        match &self.step {
+            NegStep::Fetch { sub, .. } => Some(sub),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> Option<FilterKind> {
+        self.pack.filters.get(self.filter).map(|(k, _)| *k)
+    }
+
+    /// Would an event on the fetch subscription be one we asked for?
+    fn fetch_accepts(&self, event: &Event) -> bool {
+        match (&self.step, self.kind()) {
+            (NegStep::Fetch { wanted, .. }, Some(kind)) => {
+                wanted.contains(&event.id) && matches(kind, &self.pack.targets, event)
+            }
+            _ => false,
+        }
+    }
+
+    fn deadline(&self, config: &Config) -> Time {
+        match self.step {
+            NegStep::Reconcile { .. } => self.last_activity.plus(nip77::ANSWER_TIMEOUT),
+            _ => self.last_activity.plus(config.timing.historic_timeout),
+        }
     }
 }
 
@@ -347,12 +424,19 @@ pub struct Relay {
     /// Newest `created_at` received per layer (discovery, repo, root).
     pub(crate) last_event_at: [Option<u64>; 3],
     pub(crate) stats: RelayStats,
+    /// NIP-77 support as far as we know.
+    pub(crate) nip77: Nip77Support,
+    /// Packs in NIP-77 reconciliation.
+    neg_jobs: Vec<NegJob>,
+    next_request: u64,
 }
 
 /// Shared context of a relay call.
 pub(crate) struct Ctx<'a> {
     pub config: &'a Config,
     pub out: &'a mut VecDeque<Command>,
+    /// Ids the store rejected (NIP-77 items).
+    pub rejected: &'a RejectedIds,
 }
 
 fn layer_index(l: Layer) -> usize {
@@ -398,6 +482,9 @@ impl Relay {
             next_sub: 0,
             last_event_at: [None; 3],
             stats: RelayStats::default(),
+            nip77: Nip77Support::Unknown,
+            neg_jobs: Vec::new(),
+            next_request: 0,
         }
     }
 
@@ -442,7 +529,7 @@ impl Relay {
     }
 
     pub(crate) fn open_subscriptions(&self) -> usize {
-        self.active.len() + self.live.iter().filter(|g| g.open).count()
+        self.active.len() + self.neg_jobs.len() + self.live.iter().filter(|g| g.open).count()
     }
 
     pub(crate) fn queued_packs(&self) -> usize {
@@ -477,6 +564,14 @@ impl Relay {
                     .collect(),
             );
         }
+        if let Some(NegStep::Fetch { current, .. }) = self
+            .neg_jobs
+            .iter()
+            .find(|j| j.fetch_sub() == Some(sub))
+            .map(|j| &j.step)
+        {
+            return Some(current.clone());
+        }
         let g = self.live.iter().find(|g| g.open && g.sub == *sub)?;
         Some(g.filters(g.since.unwrap_or_default()))
     }
@@ -488,6 +583,13 @@ impl Relay {
                 return EventCheck::Accepted(SubscriptionMode::Historic);
             }
             return EventCheck::Unmatched;
+        }
+        if let Some(job) = self.neg_jobs.iter().find(|j| j.fetch_sub() == Some(sub)) {
+            return if job.fetch_accepts(event) {
+                EventCheck::Accepted(SubscriptionMode::Historic)
+            } else {
+                EventCheck::Unmatched
+            };
         }
         let live_hit = match self.live.iter().find(|g| g.open && g.sub == *sub) {
             Some(g) => g.matches(event),
@@ -509,6 +611,7 @@ impl Relay {
             && !self.bootstrap
             && self.pending.is_empty()
             && self.active.is_empty()
+            && self.neg_jobs.is_empty()
     }
 
     fn wants_connection(&self) -> bool {
@@ -535,6 +638,9 @@ impl Relay {
             Conn::Connected { .. } => {
                 for req in self.active.values() {
                     at(req.last_activity.plus(t.historic_timeout));
+                }
+                for job in &self.neg_jobs {
+                    at(job.deadline(config));
                 }
                 if let Some(c) = self.cooldown_until {
                     at(c);
@@ -631,6 +737,16 @@ impl Relay {
                     subscription: sub,
                 });
             }
+            for job in &mut self.neg_jobs {
+                job.pack.targets.remove(target);
+            }
+            let (emptied, kept): (Vec<NegJob>, Vec<NegJob>) = std::mem::take(&mut self.neg_jobs)
+                .into_iter()
+                .partition(|j| j.pack.targets.is_empty());
+            self.neg_jobs = kept;
+            for job in emptied {
+                self.close_job_sub(&job, ctx);
+            }
         }
         if self.is_connected() {
             self.live_remove(target);
@@ -648,7 +764,8 @@ impl Relay {
         let packs = self
             .queue
             .iter()
-            .chain(self.active.values().flat_map(|r| r.packs.iter()));
+            .chain(self.active.values().flat_map(|r| r.packs.iter()))
+            .chain(self.neg_jobs.iter().map(|j| &j.pack));
         for p in packs {
             for t in &p.targets {
                 *counted.entry(t).or_insert(0) += 1;
@@ -1019,6 +1136,25 @@ impl Relay {
     }
 
     fn lose_connection(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        // A relay that drops the connection after NEG-OPEN, before any answer,
+        // is taken not to speak NIP-77 (its packs go paged after reconnecting).
+        let dropped_on_open = self
+            .neg_jobs
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.step,
+                    NegStep::Reconcile {
+                        answered: false,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if dropped_on_open > 0 {
+            self.nip77 = Nip77Support::Unsupported;
+            self.stats.reconcile_fallbacks += dropped_on_open as u64;
+        }
         let t = &ctx.config.timing;
         if let Conn::Connected { since } = self.conn {
             if now.since(since) >= t.stable_after {
@@ -1058,6 +1194,7 @@ impl Relay {
     fn end_session(&mut self) {
         self.queue.clear();
         self.active.clear();
+        self.neg_jobs.clear();
         self.pending.clear();
         self.unanswered.clear();
         self.retired.clear();
@@ -1224,6 +1361,7 @@ impl Relay {
                     });
                     self.retry_later(&sub, now, &t);
                 }
+                self.neg_timeouts(now, ctx);
                 if self.next_resync.is_some_and(|r| r <= now) {
                     self.daily_pass(now, ctx);
                 }
@@ -1305,6 +1443,10 @@ impl Relay {
         self.next_resync = Some(now.plus(self.rng.between(t.resync_min, t.resync_max)));
         self.given_up.clear();
         self.learned_max_subs = None;
+        // Support is probed again (spec section 7: not abandoned forever).
+        if self.nip77 == Nip77Support::Unsupported {
+            self.nip77 = Nip77Support::Unknown;
+        }
         self.auth.needed = false;
         self.cooldown_strikes = 0;
         for g in &mut self.live {
@@ -1338,6 +1480,7 @@ impl Relay {
             .queue
             .iter()
             .chain(self.active.values().flat_map(|r| r.packs.iter()))
+            .chain(self.neg_jobs.iter().map(|j| &j.pack))
             .filter(|p| p.since.is_none())
             .flat_map(|p| p.targets.iter())
             .collect();
@@ -1362,7 +1505,8 @@ impl Relay {
         }
         let budget = self.budget(ctx.config);
         let max = budget.max_subscriptions as usize;
-        let historic_waiting = !self.queue.is_empty() || !self.active.is_empty();
+        let historic_waiting =
+            !self.queue.is_empty() || !self.active.is_empty() || !self.neg_jobs.is_empty();
         // With a single slot, live waits until history is done.
         let live_cap = if max >= 2 {
             max - 1
@@ -1490,7 +1634,14 @@ impl Relay {
     /// Forms one historic REQ from ready packs. Returns false when nothing is ready.
     fn send_next_req(&mut self, now: Time, budget: &Budget, ctx: &mut Ctx<'_>) -> bool {
         self.queue.retain(|p| !p.targets.is_empty());
-        let Some(first) = self.queue.iter().position(|p| p.ready_at <= now) else {
+        // While a probe finds out whether the relay speaks NIP-77, only packs
+        // already bound for paged REQ go out.
+        let probing = self.neg_probing() && !self.neg_jobs.is_empty();
+        let Some(first) = self
+            .queue
+            .iter()
+            .position(|p| p.ready_at <= now && (p.paged || !probing))
+        else {
             return false;
         };
         let max_filters = budget.max_filters_per_req as usize;
@@ -1508,6 +1659,7 @@ impl Relay {
                     && p.since == head.since
                     && p.is_fresh()
                     && !p.alone
+                    && p.paged == head.paged
                     && head.targets.len() + p.targets.len() <= cap
                 {
                     if let Some(p) = self.queue.remove(i) {
@@ -1525,6 +1677,10 @@ impl Relay {
                     i += 1;
                 }
             }
+        }
+        if !head.paged && ctx.config.nip77 && self.nip77 != Nip77Support::Unsupported {
+            self.start_job(head, now, ctx);
+            return true;
         }
         // A pack singled out after a refusal travels alone; others share the REQ.
         let alone = head.alone;
@@ -1607,6 +1763,23 @@ impl Relay {
         event: &Event,
         now: Time,
     ) -> EventCheck {
+        if let Some(job) = self
+            .neg_jobs
+            .iter_mut()
+            .find(|j| j.fetch_sub() == Some(sub))
+        {
+            if !job.fetch_accepts(event) {
+                self.stats.events_unmatched += 1;
+                return EventCheck::Unmatched;
+            }
+            job.last_activity = now;
+            self.stats.events_received += 1;
+            let at = event.created_at.as_secs();
+            if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
+                *c = Some(c.map_or(at, |c| c.max(at)));
+            }
+            return EventCheck::Accepted(SubscriptionMode::Historic);
+        }
         // Historic events are matched once, for both the verdict and paging.
         let hits: Option<Vec<(usize, usize)>> = self.active.get(sub).map(|req| {
             req.matching(event)
@@ -1646,6 +1819,17 @@ impl Relay {
     pub(crate) fn on_eose(&mut self, sub: &SubscriptionId, now: Time, ctx: &mut Ctx<'_>) {
         self.unanswered.retain(|s| s != sub);
         self.stats.last_eose = Some(now);
+        if let Some(i) = self
+            .neg_jobs
+            .iter()
+            .position(|j| j.fetch_sub() == Some(sub))
+        {
+            let job = self.neg_jobs.remove(i);
+            self.cooldown_strikes = 0;
+            self.on_fetch_eose(job, now, ctx);
+            self.pump(now, ctx);
+            return;
+        }
         let Some(mut req) = self.active.remove(sub) else {
             return; // live EOSE, or stale: noted and ignored
         };
@@ -1718,6 +1902,24 @@ impl Relay {
         *self.stats.refusals.entry(reason.to_owned()).or_insert(0) += 1;
         self.unanswered.retain(|s| s != sub);
         let t = ctx.config.timing.clone();
+        if let Some(i) = self
+            .neg_jobs
+            .iter()
+            .position(|j| j.neg_sub() == Some(sub) || j.fetch_sub() == Some(sub))
+        {
+            let job = self.neg_jobs.remove(i);
+            if job.neg_sub().is_some() {
+                // A CLOSED for NEG-OPEN: the relay does not reconcile with us.
+                self.nip77 = Nip77Support::Unsupported;
+            }
+            if reason == "rate-limited" {
+                self.learn_lower_budget();
+                self.cool_down(now, &t);
+            }
+            self.fall_back(job, now, ctx);
+            self.pump(now, ctx);
+            return;
+        }
         let is_live = self.live.iter().any(|g| g.sub == *sub && g.open);
         if !is_live && !self.active.contains_key(sub) {
             if reason == "rate-limited" {
@@ -1904,6 +2106,32 @@ impl Relay {
 
     pub(crate) fn on_notice(&mut self, message: &str, now: Time, ctx: &mut Ctx<'_>) {
         self.stats.notices += 1;
+        if nip77::is_refusal_notice(message) {
+            // A NOTICE names no subscription: the latest NEG-OPEN still
+            // waiting for its first answer is the one refused.
+            let refused = self
+                .neg_jobs
+                .iter()
+                .rposition(|j| {
+                    matches!(
+                        j.step,
+                        NegStep::Reconcile {
+                            answered: false,
+                            ..
+                        }
+                    )
+                })
+                .or_else(|| self.neg_jobs.iter().rposition(|j| j.neg_sub().is_some()));
+            if let Some(i) = refused {
+                let job = self.neg_jobs.remove(i);
+                *self.stats.refusals.entry("notice".to_owned()).or_insert(0) += 1;
+                self.nip77 = Nip77Support::Unsupported;
+                self.close_job_sub(&job, ctx);
+                self.fall_back(job, now, ctx);
+                self.pump(now, ctx);
+                return;
+            }
+        }
         let m = message.to_ascii_lowercase();
         let refusal = [
             "too many",
@@ -2006,6 +2234,325 @@ impl Relay {
         }
     }
 
+    // ----- NIP-77 ------------------------------------------------------------
+
+    /// True while support is unknown and NIP-11 does not claim it: the next
+    /// reconciliation is a probe, and other packs wait for its verdict.
+    fn neg_probing(&self) -> bool {
+        self.nip77 == Nip77Support::Unknown && !self.info.as_ref().is_some_and(|i| i.supports(77))
+    }
+
+    /// The filter reconciled for `job`'s current filter: the paged filter
+    /// without `limit` and `until` (the whole range at once).
+    fn neg_filter(pack: &Pack, filter: usize) -> Option<Filter> {
+        let (kind, _) = pack.filters.get(filter)?;
+        let f = build_filter(*kind, pack.targets.iter());
+        Some(match pack.since {
+            Some(s) => f.since(Timestamp::from_secs(s)),
+            None => f,
+        })
+    }
+
+    fn start_job(&mut self, pack: Pack, now: Time, ctx: &mut Ctx<'_>) {
+        let job = NegJob {
+            pack,
+            filter: 0,
+            step: NegStep::Items { request: 0 },
+            last_activity: now,
+        };
+        self.advance(job, now, ctx);
+    }
+
+    /// Moves a job to its next open filter: asks the host for our items, or
+    /// finishes the job when no filter is left.
+    fn advance(&mut self, mut job: NegJob, now: Time, ctx: &mut Ctx<'_>) {
+        while job
+            .pack
+            .filters
+            .get(job.filter)
+            .is_some_and(|(_, p)| p.is_done())
+        {
+            job.filter += 1;
+        }
+        let filter = match Self::neg_filter(&job.pack, job.filter) {
+            Some(f) if self.nip77 != Nip77Support::Unsupported && !job.pack.targets.is_empty() => f,
+            _ => return self.finish_job(job, now),
+        };
+        self.next_request += 1;
+        job.step = NegStep::Items {
+            request: self.next_request,
+        };
+        job.last_activity = now;
+        ctx.out.push_back(Command::QueryLocalItems {
+            relay: self.url.clone(),
+            request: self.next_request,
+            filter,
+        });
+        self.neg_jobs.push(job);
+    }
+
+    /// The current filter falls back to paged REQ; the job moves on.
+    fn fall_back(&mut self, mut job: NegJob, now: Time, ctx: &mut Ctx<'_>) {
+        self.stats.reconcile_fallbacks += 1;
+        job.filter += 1;
+        self.advance(job, now, ctx);
+    }
+
+    /// A job with no filter left: its pack is confirmed exactly as a paged
+    /// pass confirms it when every filter was reconciled, or goes back to
+    /// the queue for paged REQ over the filters that fell back.
+    fn finish_job(&mut self, job: NegJob, now: Time) {
+        let mut pack = job.pack;
+        if pack.targets.is_empty() {
+            return;
+        }
+        if pack.is_done() {
+            for t in pack.targets {
+                if self.unpend(&t) && self.targets.contains(&t) {
+                    self.confirmed.insert(t.clone());
+                    self.given_up.remove(&t);
+                }
+            }
+        } else {
+            pack.paged = true;
+            pack.ready_at = now;
+            self.queue.push_front(pack);
+        }
+    }
+
+    /// Closes whatever the job holds on the wire.
+    fn close_job_sub(&self, job: &NegJob, ctx: &mut Ctx<'_>) {
+        match &job.step {
+            NegStep::Items { .. } => {}
+            NegStep::Reconcile { sub, .. } => ctx.out.push_back(Command::NegClose {
+                relay: self.url.clone(),
+                subscription: sub.clone(),
+            }),
+            NegStep::Fetch { sub, .. } => ctx.out.push_back(Command::Unsubscribe {
+                relay: self.url.clone(),
+                subscription: sub.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn on_local_items(
+        &mut self,
+        request: u64,
+        items: Option<&[(u64, EventId)]>,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(i) = self
+            .neg_jobs
+            .iter()
+            .position(|j| matches!(j.step, NegStep::Items { request: r } if r == request))
+        else {
+            self.stats.stale_inputs += 1;
+            return;
+        };
+        let mut job = self.neg_jobs.remove(i);
+        if self.nip77 == Nip77Support::Unsupported {
+            // Another filter found out meanwhile: this one goes paged.
+            self.advance(job, now, ctx);
+            self.pump(now, ctx);
+            return;
+        }
+        let Some(items) = items else {
+            self.fall_back(job, now, ctx);
+            self.pump(now, ctx);
+            return;
+        };
+        let ours = items
+            .iter()
+            .copied()
+            .chain(ctx.rejected.items(job.pack.since));
+        let started = Reconciler::new(ours).and_then(|r| Ok((r.initiate()?, r)));
+        let filter = Self::neg_filter(&job.pack, job.filter);
+        match (started, filter) {
+            (Ok((message, reconciler)), Some(filter)) => {
+                self.next_sub += 1;
+                let sub = SubscriptionId::new(format!("neg-{}", self.next_sub));
+                ctx.out.push_back(Command::NegOpen {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                    filter,
+                    message,
+                });
+                job.step = NegStep::Reconcile {
+                    sub,
+                    reconciler: Box::new(reconciler),
+                    answered: false,
+                };
+                job.last_activity = now;
+                self.neg_jobs.push(job);
+            }
+            _ => self.fall_back(job, now, ctx),
+        }
+        self.pump(now, ctx);
+    }
+
+    pub(crate) fn on_neg_msg(
+        &mut self,
+        sub: &SubscriptionId,
+        message: &str,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(i) = self.neg_jobs.iter().position(|j| j.neg_sub() == Some(sub)) else {
+            self.stats.stale_inputs += 1;
+            return;
+        };
+        let mut job = self.neg_jobs.remove(i);
+        let NegStep::Reconcile {
+            reconciler,
+            answered,
+            ..
+        } = &mut job.step
+        else {
+            return;
+        };
+        *answered = true;
+        job.last_activity = now;
+        match reconciler.reconcile(message) {
+            Ok(Some(next)) => {
+                if self.nip77 == Nip77Support::Unknown {
+                    self.nip77 = Nip77Support::Supported;
+                }
+                ctx.out.push_back(Command::NegMsg {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                    message: next,
+                });
+                self.neg_jobs.push(job);
+            }
+            Ok(None) => {
+                if self.nip77 == Nip77Support::Unknown {
+                    self.nip77 = Nip77Support::Supported;
+                }
+                let need = reconciler.take_need();
+                ctx.out.push_back(Command::NegClose {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                });
+                self.stats.reconciliations += 1;
+                self.stats.reconcile_ids_needed += need.len() as u64;
+                let budget = self.budget(ctx.config);
+                let per_filter = budget.max_values_per_filter.min(budget.page_limit);
+                let reqs: VecDeque<Vec<Filter>> =
+                    nip77::id_requests(&need, per_filter, budget.max_filters_per_req).into();
+                self.send_fetch(job, reqs, now, ctx);
+            }
+            Err(e) => {
+                // Not negentropy as we speak it: paged REQ until the daily pass.
+                *self
+                    .stats
+                    .refusals
+                    .entry(format!("nip77: {e}"))
+                    .or_insert(0) += 1;
+                self.nip77 = Nip77Support::Unsupported;
+                ctx.out.push_back(Command::NegClose {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                });
+                self.fall_back(job, now, ctx);
+            }
+        }
+        self.pump(now, ctx);
+    }
+
+    pub(crate) fn on_neg_err(
+        &mut self,
+        sub: &SubscriptionId,
+        _message: &str,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(i) = self.neg_jobs.iter().position(|j| j.neg_sub() == Some(sub)) else {
+            self.stats.stale_inputs += 1;
+            return;
+        };
+        let job = self.neg_jobs.remove(i);
+        *self.stats.refusals.entry("neg-err".to_owned()).or_insert(0) += 1;
+        self.nip77 = Nip77Support::Unsupported;
+        self.fall_back(job, now, ctx);
+        self.pump(now, ctx);
+    }
+
+    /// Sends the next `{"ids":[…]}` REQ of a reconciled filter, or ends the
+    /// filter when none is left: its needed ids count as received whatever
+    /// came (a relay that lists an id it will not send is not asked again).
+    fn send_fetch(
+        &mut self,
+        mut job: NegJob,
+        mut reqs: VecDeque<Vec<Filter>>,
+        now: Time,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(filters) = reqs.pop_front() else {
+            if let Some((_, paging)) = job.pack.filters.get_mut(job.filter) {
+                paging.finish();
+            }
+            job.filter += 1;
+            return self.advance(job, now, ctx);
+        };
+        self.next_sub += 1;
+        let sub = SubscriptionId::new(format!("hist-{}", self.next_sub));
+        let wanted: BTreeSet<EventId> = filters
+            .iter()
+            .flat_map(|f| f.ids.iter().flatten().copied())
+            .collect();
+        self.stats.reqs_sent += 1;
+        ctx.out.push_back(Command::Subscribe {
+            relay: self.url.clone(),
+            subscription: sub.clone(),
+            filters: filters.clone(),
+            mode: SubscriptionMode::Historic,
+        });
+        job.step = NegStep::Fetch {
+            sub,
+            wanted,
+            current: filters,
+            rest: reqs,
+        };
+        job.last_activity = now;
+        self.neg_jobs.push(job);
+    }
+
+    fn on_fetch_eose(&mut self, mut job: NegJob, now: Time, ctx: &mut Ctx<'_>) {
+        self.close_job_sub(&job, ctx);
+        let rest = match &mut job.step {
+            NegStep::Fetch { rest, .. } => std::mem::take(rest),
+            _ => VecDeque::new(),
+        };
+        self.send_fetch(job, rest, now, ctx);
+    }
+
+    /// Jobs whose relay went quiet: silence after NEG-OPEN or NEG-MSG means
+    /// no NIP-77; a host or fetch that does not answer only ends the filter's
+    /// NIP-77 attempt.
+    fn neg_timeouts(&mut self, now: Time, ctx: &mut Ctx<'_>) {
+        let (late, fine): (Vec<NegJob>, Vec<NegJob>) = std::mem::take(&mut self.neg_jobs)
+            .into_iter()
+            .partition(|j| j.deadline(ctx.config) <= now);
+        self.neg_jobs = fine;
+        for job in late {
+            match job.step {
+                NegStep::Reconcile { .. } => {
+                    *self
+                        .stats
+                        .refusals
+                        .entry("nip77-silent".to_owned())
+                        .or_insert(0) += 1;
+                    self.nip77 = Nip77Support::Unsupported;
+                }
+                NegStep::Fetch { .. } => self.stats.timeouts += 1,
+                NegStep::Items { .. } => {}
+            }
+            self.close_job_sub(&job, ctx);
+            self.fall_back(job, now, ctx);
+        }
+    }
+
     pub(crate) fn on_store(&mut self, outcome: StoreOutcome) {
         match outcome {
             StoreOutcome::Stored => self.stats.events_stored += 1,
@@ -2031,6 +2578,7 @@ impl Relay {
         self.next_resync = saved.next_resync;
         self.cooldown_strikes = saved.cooldown_strikes;
         self.rng = saved.rng;
+        self.nip77 = saved.nip77;
         let retry_at = if self.backoff.dead {
             saved.retry_at.unwrap_or(now)
         } else {
@@ -2073,6 +2621,8 @@ mod tests {
     impl Rig {
         fn new(repos: usize, config: impl FnOnce(&mut Config)) -> Rig {
             let mut c = Config::new(ServiceId::parse(SERVICE).unwrap());
+            // These tests are about paged REQ; NIP-77 tests turn it on.
+            c.nip77 = false;
             config(&mut c);
             let mut e = Engine::new(c);
             let now = Time::from_secs(T);
@@ -2712,5 +3262,367 @@ mod tests {
             st.relays[0].pending,
             wake.since(rig.now).as_secs() / 3600
         );
+    }
+    // ----- NIP-77 ------------------------------------------------------------
+
+    /// How the fake relay treats NEG-OPEN.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum NegMode {
+        Answer,
+        Err,
+        Silent,
+        Notice,
+    }
+
+    /// A fake relay holding `theirs`, and a store holding `ours`.
+    struct NegWorld {
+        theirs: Vec<Event>,
+        ours: Vec<Event>,
+        mode: NegMode,
+        /// Ids sent in answer to `{"ids":…}` REQs.
+        fetched: Vec<EventId>,
+        neg_opens: usize,
+        paged_reqs: usize,
+        open_negs: BTreeMap<SubscriptionId, Filter>,
+    }
+
+    impl NegWorld {
+        fn new(theirs: Vec<Event>, ours: Vec<Event>, mode: NegMode) -> Self {
+            NegWorld {
+                theirs,
+                ours,
+                mode,
+                fetched: Vec::new(),
+                neg_opens: 0,
+                paged_reqs: 0,
+                open_negs: BTreeMap::new(),
+            }
+        }
+
+        fn items(events: &[Event], f: &Filter) -> Vec<(u64, EventId)> {
+            events
+                .iter()
+                .filter(|e| f.match_event(e, nostr::filter::MatchEventOptions::new()))
+                .map(|e| (e.created_at.as_secs(), e.id))
+                .collect()
+        }
+
+        /// Answers commands until none is left (timers are not run).
+        fn serve(&mut self, rig: &mut Rig, first: Vec<Command>) {
+            let r = rig.relay.clone();
+            let mut todo: VecDeque<Command> = first.into();
+            let mut steps = 0;
+            while let Some(c) = todo.pop_front() {
+                steps += 1;
+                assert!(steps < 100_000, "no end to the work");
+                let out = match c {
+                    Command::QueryLocalItems {
+                        request, filter, ..
+                    } => {
+                        let items = Self::items(&self.ours, &filter);
+                        rig.input(Input::LocalItems {
+                            relay: &r,
+                            request,
+                            items: Some(&items),
+                        })
+                    }
+                    Command::NegOpen {
+                        subscription,
+                        filter,
+                        message,
+                        ..
+                    } => {
+                        self.neg_opens += 1;
+                        match self.mode {
+                            NegMode::Answer => {
+                                let answer =
+                                    nip77::respond(Self::items(&self.theirs, &filter), &message)
+                                        .unwrap();
+                                self.open_negs.insert(subscription.clone(), filter);
+                                rig.input(Input::NegMsg {
+                                    relay: &r,
+                                    subscription: &subscription,
+                                    message: &answer,
+                                })
+                            }
+                            NegMode::Err => rig.input(Input::NegErr {
+                                relay: &r,
+                                subscription: &subscription,
+                                message: "blocked: no",
+                            }),
+                            NegMode::Notice => rig.input(Input::Notice {
+                                relay: &r,
+                                message: "ERROR: bad msg: unknown cmd",
+                            }),
+                            NegMode::Silent => Vec::new(),
+                        }
+                    }
+                    Command::NegMsg {
+                        subscription,
+                        message,
+                        ..
+                    } => {
+                        let filter = self.open_negs[&subscription].clone();
+                        let answer =
+                            nip77::respond(Self::items(&self.theirs, &filter), &message).unwrap();
+                        rig.input(Input::NegMsg {
+                            relay: &r,
+                            subscription: &subscription,
+                            message: &answer,
+                        })
+                    }
+                    Command::NegClose { subscription, .. } => {
+                        self.open_negs.remove(&subscription);
+                        Vec::new()
+                    }
+                    Command::Subscribe {
+                        subscription,
+                        filters,
+                        mode: SubscriptionMode::Historic,
+                        ..
+                    } => {
+                        let by_id = filters.iter().all(|f| f.ids.is_some());
+                        if !by_id {
+                            self.paged_reqs += 1;
+                        }
+                        let mut out = Vec::new();
+                        let events: Vec<Event> = self
+                            .theirs
+                            .iter()
+                            .filter(|e| {
+                                filters.iter().any(|f| {
+                                    f.match_event(e, nostr::filter::MatchEventOptions::new())
+                                })
+                            })
+                            .cloned()
+                            .collect();
+                        for e in &events {
+                            if by_id {
+                                self.fetched.push(e.id);
+                            }
+                            out.extend(rig.input(Input::EventReceived {
+                                relay: &r,
+                                subscription: &subscription,
+                                event: e,
+                            }));
+                            let stored = if self.ours.iter().any(|o| o.id == e.id) {
+                                StoreOutcome::Duplicate
+                            } else {
+                                self.ours.push(e.clone());
+                                StoreOutcome::Stored
+                            };
+                            out.extend(rig.input(Input::EventStored {
+                                relay: &r,
+                                id: e.id,
+                                created_at: e.created_at.as_secs(),
+                                outcome: stored,
+                            }));
+                        }
+                        out.extend(rig.input(Input::Eose {
+                            relay: &r,
+                            subscription: &subscription,
+                        }));
+                        out
+                    }
+                    _ => Vec::new(),
+                };
+                todo.extend(out);
+            }
+        }
+    }
+
+    fn repo_events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| issue((i % 200) as u8 + 3, T - 10_000 + i as u64, &coord(1, "r0")))
+            .collect()
+    }
+
+    fn nip77_rig() -> Rig {
+        Rig::new(1, |c| c.nip77 = true)
+    }
+
+    #[test]
+    fn nip77_fetches_exactly_the_missing_events_and_confirms() {
+        let theirs = repo_events(300);
+        let ours: Vec<Event> = theirs.iter().skip(7).cloned().collect();
+        let mut rig = nip77_rig();
+        let first = rig.connect();
+        let probes = first
+            .iter()
+            .filter(|c| matches!(c, Command::QueryLocalItems { .. }))
+            .count();
+        assert_eq!(probes, 1, "one probe while support is unknown: {first:?}");
+        let mut w = NegWorld::new(theirs.clone(), ours, NegMode::Answer);
+        w.serve(&mut rig, first);
+        let mut fetched = w.fetched.clone();
+        fetched.sort();
+        let mut missing: Vec<EventId> = theirs.iter().take(7).map(|e| e.id).collect();
+        missing.sort();
+        assert_eq!(fetched, missing);
+        assert_eq!(w.paged_reqs, 0);
+        let st = rig.e.status();
+        let rs = &st.relays[0];
+        assert_eq!(rs.nip77, Nip77Support::Supported);
+        assert_eq!(rs.pending, 0);
+        assert_eq!(rs.confirmed, rs.targets);
+        assert_eq!(rs.stats.reconcile_ids_needed, 7);
+        assert_eq!(rs.stats.reconcile_fallbacks, 0);
+        assert!(rs.stats.reconciliations >= 4, "{:?}", rs.stats);
+        // A second sync of the unchanged relay fetches nothing.
+        let r = rig.relay.clone();
+        rig.input(Input::Disconnected {
+            relay: &r,
+            reason: "test",
+        });
+        let next = rig.e.next_wakeup().unwrap();
+        rig.at_time(next.plus(Duration::from_secs(3600)));
+        let again = rig.connect();
+        let mut w2 = NegWorld::new(theirs, w.ours.clone(), NegMode::Answer);
+        w2.serve(&mut rig, again);
+        assert!(w2.fetched.is_empty(), "{:?}", w2.fetched);
+        assert_eq!(w2.paged_reqs, 0);
+    }
+
+    fn falls_back(mode: NegMode, wait: bool) -> (Rig, NegWorld) {
+        let theirs = repo_events(40);
+        let mut rig = nip77_rig();
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs, Vec::new(), mode);
+        w.serve(&mut rig, first);
+        if wait {
+            let cs = rig.at(10);
+            w.serve(&mut rig, cs);
+        }
+        let rs = &rig.e.status().relays[0];
+        assert_eq!(rs.nip77, Nip77Support::Unsupported);
+        assert_eq!(rs.pending, 0, "everything was paged instead");
+        assert_eq!(rs.confirmed, rs.targets);
+        assert!(rs.stats.reconcile_fallbacks >= 1);
+        assert_eq!(w.neg_opens, 1, "one probe, then paged REQ only");
+        assert!(w.paged_reqs > 0);
+        (rig, w)
+    }
+
+    #[test]
+    fn nip77_neg_err_falls_back_to_paged_req() {
+        falls_back(NegMode::Err, false);
+    }
+
+    #[test]
+    fn nip77_refusal_notice_falls_back() {
+        falls_back(NegMode::Notice, false);
+    }
+
+    #[test]
+    fn nip77_silence_falls_back_after_ten_seconds() {
+        let theirs = repo_events(5);
+        let mut rig = nip77_rig();
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs, Vec::new(), NegMode::Silent);
+        w.serve(&mut rig, first);
+        assert_eq!(rig.e.status().relays[0].nip77, Nip77Support::Unknown);
+        assert_eq!(w.paged_reqs, 0, "the others wait for the probe");
+        let cs = rig.at(9);
+        assert!(Rig::historic(&cs).is_empty(), "still waiting at 9 s");
+        falls_back(NegMode::Silent, true);
+    }
+
+    #[test]
+    fn nip77_drop_after_neg_open_means_unsupported_until_the_daily_pass() {
+        let theirs = repo_events(5);
+        let mut rig = nip77_rig();
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs.clone(), Vec::new(), NegMode::Silent);
+        w.serve(&mut rig, first);
+        let r = rig.relay.clone();
+        rig.input(Input::Disconnected {
+            relay: &r,
+            reason: "closed by relay",
+        });
+        assert_eq!(rig.e.status().relays[0].nip77, Nip77Support::Unsupported);
+        let next = rig.e.next_wakeup().unwrap();
+        rig.at_time(next);
+        let again = rig.connect();
+        let mut w2 = NegWorld::new(theirs.clone(), Vec::new(), NegMode::Answer);
+        w2.serve(&mut rig, again);
+        assert_eq!(w2.neg_opens, 0);
+        assert!(w2.paged_reqs > 0);
+        // The snapshot remembers it.
+        let snap = rig.e.snapshot();
+        assert_eq!(snap.relays[0].nip77, Nip77Support::Unsupported);
+        // The daily pass probes again.
+        let resync = rig.e.status().relays[0].next_resync.unwrap();
+        let cs = rig.at_time(resync);
+        let mut w3 = NegWorld::new(theirs, w2.ours.clone(), NegMode::Answer);
+        w3.serve(&mut rig, cs);
+        assert!(w3.neg_opens >= 4, "one per filter: {}", w3.neg_opens);
+        assert_eq!(w3.paged_reqs, 0);
+        assert!(w3.fetched.is_empty());
+        assert_eq!(rig.e.status().relays[0].nip77, Nip77Support::Supported);
+    }
+
+    #[test]
+    fn nip77_listed_in_nip11_but_refused_falls_back() {
+        let theirs = repo_events(20);
+        let mut rig = nip77_rig();
+        let r = rig.relay.clone();
+        rig.input(Input::RelayInfo {
+            relay: &r,
+            info: RelayInfo {
+                supported_nips: vec![1, 11, 77],
+                ..RelayInfo::default()
+            },
+        });
+        let first = rig.connect();
+        let probes = first
+            .iter()
+            .filter(|c| matches!(c, Command::QueryLocalItems { .. }))
+            .count();
+        assert!(probes > 1, "listed: no probe needed, packs start together");
+        let mut w = NegWorld::new(theirs, Vec::new(), NegMode::Err);
+        w.serve(&mut rig, first);
+        let rs = &rig.e.status().relays[0];
+        assert_eq!(rs.nip77, Nip77Support::Unsupported);
+        assert_eq!(rs.confirmed, rs.targets);
+        assert_eq!(rs.pending, 0);
+    }
+
+    #[test]
+    fn nip77_rejected_ids_are_not_fetched_again() {
+        let theirs = repo_events(30);
+        let mut rig = nip77_rig();
+        let r = rig.relay.clone();
+        // The store refused one of them earlier.
+        rig.input(Input::EventStored {
+            relay: &r,
+            id: theirs[3].id,
+            created_at: theirs[3].created_at.as_secs(),
+            outcome: StoreOutcome::Rejected,
+        });
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs.clone(), Vec::new(), NegMode::Answer);
+        w.serve(&mut rig, first);
+        assert_eq!(w.fetched.len(), 29);
+        assert!(!w.fetched.contains(&theirs[3].id));
+    }
+
+    #[test]
+    fn nip77_runs_are_deterministic() {
+        let run = || {
+            let theirs = repo_events(120);
+            let ours: Vec<Event> = theirs.iter().step_by(3).cloned().collect();
+            let mut rig = nip77_rig();
+            let first = rig.connect();
+            let mut log: Vec<String> = first
+                .iter()
+                .map(|c| serde_json::to_string(c).unwrap())
+                .collect();
+            let mut w = NegWorld::new(theirs, ours, NegMode::Answer);
+            w.serve(&mut rig, first);
+            log.extend(w.fetched.iter().map(|id| id.to_hex()));
+            log.push(serde_json::to_string(&rig.e.status()).unwrap());
+            log
+        };
+        assert_eq!(run(), run());
     }
 }

@@ -6,6 +6,8 @@ use nostr::event::EventId;
 use nostr::key::PublicKey;
 use serde::{Deserialize, Serialize};
 
+use crate::nip77::Nip77Support;
+
 use crate::catalog::RepoEntry;
 use crate::info::RelayInfo;
 use crate::relay::{Backoff, Relay};
@@ -109,6 +111,9 @@ pub struct SavedRelay {
     pub cooldown_strikes: u32,
     /// Jitter stream position.
     pub rng: Rng,
+    /// NIP-77 support as last seen ("unsupported" lasts until the daily pass).
+    #[serde(default)]
+    pub nip77: Nip77Support,
 }
 
 impl SavedRelay {
@@ -129,6 +134,7 @@ impl SavedRelay {
             next_resync: r.next_resync,
             cooldown_strikes: r.cooldown_strikes,
             rng: r.rng.clone(),
+            nip77: r.nip77,
         }
     }
 }

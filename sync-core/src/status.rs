@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::info::Budget;
+use crate::nip77::Nip77Support;
 use crate::relay::{GiveUpReason, Relay, RelayState, RelayStats};
 use crate::types::{Layer, TargetKey, Time};
 use crate::url::RelayUrl;
@@ -84,6 +85,8 @@ pub struct RelayStatus {
     pub next_resync: Option<Time>,
     /// Newest `created_at` received per layer.
     pub last_event_at: BTreeMap<Layer, u64>,
+    /// NIP-77 support as far as the engine knows.
+    pub nip77: Nip77Support,
     /// Counters.
     pub stats: RelayStats,
 }
@@ -128,6 +131,7 @@ impl RelayStatus {
                 .zip(r.last_event_at.iter())
                 .filter_map(|(l, t)| t.map(|t| (*l, t)))
                 .collect(),
+            nip77: r.nip77,
             stats: r.stats.clone(),
         }
     }
@@ -162,6 +166,12 @@ pub struct Totals {
     pub events_unwanted: u64,
     /// Failures.
     pub failures: u64,
+    /// NIP-77 reconciliations completed.
+    pub reconciliations: u64,
+    /// Ids NIP-77 found missing.
+    pub reconcile_ids_needed: u64,
+    /// Filters that fell back from NIP-77 to paged REQ.
+    pub reconcile_fallbacks: u64,
     /// Refusals by reason.
     pub refusals: BTreeMap<String, u64>,
 }
@@ -219,6 +229,9 @@ impl Status {
             t.events_invalid += r.stats.events_invalid;
             t.events_unwanted += r.stats.events_unrequested + r.stats.events_unmatched;
             t.failures += r.stats.failures;
+            t.reconciliations += r.stats.reconciliations;
+            t.reconcile_ids_needed += r.stats.reconcile_ids_needed;
+            t.reconcile_fallbacks += r.stats.reconcile_fallbacks;
             for (k, v) in &r.stats.refusals {
                 *t.refusals.entry(k.clone()).or_insert(0) += v;
             }

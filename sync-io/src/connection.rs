@@ -1,7 +1,7 @@
 //! One relay connection: a reader task and a writer task around one
 //! websocket.
 //!
-//! The writer sends what the driver queues (REQ, CLOSE, AUTH) and pings
+//! The writer sends what the driver queues (REQ, CLOSE, AUTH, NEG-*) and pings
 //! after `ping_interval` of quiet. The reader parses every text frame into
 //! a NIP-01 relay message and hands it to the driver. Each connection holds
 //! a semaphore of `per_relay_inflight` permits: a message takes one and
@@ -54,8 +54,9 @@ pub enum ConnReport {
     Connected,
     /// The attempt failed before the websocket opened.
     ConnectFailed(String),
-    /// A message from the relay, holding one of the connection's permits.
-    Message(Incoming, OwnedSemaphorePermit),
+    /// A message from the relay with its frame's payload size in bytes,
+    /// holding one of the connection's permits.
+    Message(Incoming, usize, OwnedSemaphorePermit),
     /// The connection ended without us asking.
     Disconnected(String),
 }
@@ -83,6 +84,20 @@ pub enum Incoming {
     Notice(String),
     /// `AUTH` challenge.
     Auth(String),
+    /// `NEG-MSG` (NIP-77).
+    NegMsg {
+        /// The reconciliation's subscription.
+        subscription: SubscriptionId,
+        /// The negentropy message (hex).
+        message: String,
+    },
+    /// `NEG-ERR` (NIP-77).
+    NegErr {
+        /// The reconciliation's subscription.
+        subscription: SubscriptionId,
+        /// The reason.
+        message: String,
+    },
     /// `OK`.
     Ok {
         /// The event it answers.
@@ -132,6 +147,20 @@ impl Incoming {
                 accepted: status,
                 message: message.into_owned(),
             },
+            Ok(RelayMessage::NegMsg {
+                subscription_id,
+                message,
+            }) => Incoming::NegMsg {
+                subscription: subscription_id.into_owned(),
+                message: message.into_owned(),
+            },
+            Ok(RelayMessage::NegErr {
+                subscription_id,
+                message,
+            }) => Incoming::NegErr {
+                subscription: subscription_id.into_owned(),
+                message: message.into_owned(),
+            },
             Ok(other) => Incoming::Malformed(format!("unexpected message {}", verb(&other))),
             Err(e) if is_event_frame(text) => Incoming::InvalidEvent(e.to_string()),
             Err(e) => Incoming::Malformed(e.to_string()),
@@ -148,8 +177,6 @@ fn is_event_frame(text: &str) -> bool {
 fn verb(m: &RelayMessage<'_>) -> &'static str {
     match m {
         RelayMessage::Count { .. } => "COUNT",
-        RelayMessage::NegMsg { .. } => "NEG-MSG",
-        RelayMessage::NegErr { .. } => "NEG-ERR",
         _ => "message",
     }
 }
@@ -270,7 +297,7 @@ async fn run(
                     let msg = FromConn {
                         relay: reader_relay.clone(),
                         conn: id,
-                        kind: ConnReport::Message(Incoming::Oversized, permit),
+                        kind: ConnReport::Message(Incoming::Oversized, 0, permit),
                     };
                     let _ = reader_to_driver.send(msg).await;
                     return format!("message of {size} bytes over the {max} byte cap");
@@ -278,9 +305,9 @@ async fn run(
                 Ok(Some(Err(e))) => return e.to_string(),
                 Ok(Some(Ok(frame))) => frame,
             };
-            let incoming = match frame {
-                Message::Text(text) => Incoming::parse(text.as_str()),
-                Message::Binary(_) => Incoming::Malformed("binary frame".into()),
+            let (incoming, bytes) = match frame {
+                Message::Text(text) => (Incoming::parse(text.as_str()), text.len()),
+                Message::Binary(b) => (Incoming::Malformed("binary frame".into()), b.len()),
                 Message::Close(_) => return "closed by relay".to_string(),
                 // Pongs are answered by tungstenite; any frame proves liveness.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
@@ -288,7 +315,7 @@ async fn run(
             let msg = FromConn {
                 relay: reader_relay.clone(),
                 conn: id,
-                kind: ConnReport::Message(incoming, permit),
+                kind: ConnReport::Message(incoming, bytes, permit),
             };
             if reader_to_driver.send(msg).await.is_err() {
                 return "runner stopped".to_string();
@@ -369,6 +396,14 @@ mod tests {
         assert!(matches!(
             Incoming::parse(r#"["COUNT","a",{"count":1}]"#),
             Incoming::Malformed(_)
+        ));
+        assert!(matches!(
+            Incoming::parse(r#"["NEG-MSG","n",  "6100"]"#),
+            Incoming::NegMsg { subscription, message } if subscription.as_str() == "n" && message == "6100"
+        ));
+        assert!(matches!(
+            Incoming::parse(r#"["NEG-ERR","n","blocked: too big"]"#),
+            Incoming::NegErr { message, .. } if message == "blocked: too big"
         ));
         assert!(matches!(
             Incoming::parse(r#"["WHAT"]"#),

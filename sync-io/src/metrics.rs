@@ -50,9 +50,15 @@
 //! | `relay_timeouts_total` | `timeouts_total` | counter | historic REQs that timed out |
 //! | `relay_notices_total` | `notices_total` | counter | NOTICEs received |
 //! | `relay_stale_inputs_total` | `stale_inputs_total` | counter | late answers to abandoned attempts |
+//! | `relay_reconciliations_total` | `reconciliations_total` | counter | NIP-77 reconciliations completed (one per filter) |
+//! | `relay_reconcile_ids_needed_total` | `reconcile_ids_needed_total` | counter | ids NIP-77 found missing (then fetched by id) |
+//! | `relay_reconcile_fallbacks_total` | `reconcile_fallbacks_total` | counter | filters that fell back from NIP-77 to paged REQ |
 //! | `relay_refusals_total{reason}` | `refusals_total{reason}` | counter | refusals by reason (`rate-limited`, `restricted`, `notice`, …) |
 //! | `relay_last_eose_timestamp_seconds` | `last_eose_timestamp_seconds` | gauge | last EOSE, when present; the total is the newest |
 //! | `relay_frames_received_total` | `frames_received_total` | counter | websocket frames read (I/O) |
+//! | `relay_event_frames_received_total` | `event_frames_received_total` | counter | `EVENT` frames read (I/O) |
+//! | `relay_bytes_received_total` | `bytes_received_total` | counter | text frame payload bytes read (I/O) |
+//! | `relay_bytes_sent_total` | `bytes_sent_total` | counter | text frame payload bytes queued for sending (I/O) |
 //! | `relay_messages_malformed_total` | `messages_malformed_total` | counter | relay messages that could not be parsed (I/O) |
 //! | `relay_frames_oversized_total` | `frames_oversized_total` | counter | frames over the size limit (I/O) |
 //! | `relay_seen_cache_hits_total` | `seen_cache_hits_total` | counter | events dropped by the seen-id cache before verification (I/O) |
@@ -71,6 +77,7 @@
 //! | `relay_next_resync_timestamp_seconds` | gauge | next daily re-sync, when present |
 //! | `relay_last_event_timestamp_seconds{layer}` | gauge | newest `created_at` received per layer (`discovery`, `repo`, `root`), when present |
 //! | `relay_learned_max_subscriptions` | gauge | subscription cap learned from refusals, when present |
+//! | `relay_nip77_supported` | gauge | NIP-77 support: 1 supported, 0 unsupported (until the daily pass), no sample while unknown |
 //! | `relay_budget_max_subscriptions` | gauge | planning budget: concurrent subscriptions |
 //! | `relay_budget_max_filters_per_req` | gauge | planning budget: filters per REQ |
 //! | `relay_budget_max_values_per_filter` | gauge | planning budget: values per tag list |
@@ -124,7 +131,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grasp_sync_core::{GiveUpReason, Layer, RelayState, RelayStatus, RelayUrl, Status};
+use grasp_sync_core::{
+    GiveUpReason, Layer, Nip77Support, RelayState, RelayStatus, RelayUrl, Status,
+};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
@@ -142,6 +151,12 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct RelayIoCounters {
     /// Websocket frames read.
     pub frames_received: u64,
+    /// `EVENT` frames read.
+    pub event_frames_received: u64,
+    /// Payload bytes of the text frames read.
+    pub bytes_received: u64,
+    /// Payload bytes of the text frames queued for sending.
+    pub bytes_sent: u64,
     /// Relay messages that could not be parsed.
     pub messages_malformed: u64,
     /// Frames over the size limit.
@@ -160,6 +175,11 @@ impl RelayIoCounters {
     /// Adds `other` to these counters (saturating).
     pub fn add(&mut self, other: &RelayIoCounters) {
         self.frames_received = self.frames_received.saturating_add(other.frames_received);
+        self.event_frames_received = self
+            .event_frames_received
+            .saturating_add(other.event_frames_received);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
         self.messages_malformed = self
             .messages_malformed
             .saturating_add(other.messages_malformed);
@@ -499,6 +519,27 @@ const RELAY_DEFS: &[Def] = &[
         get: |r, _| Some(r.stats.stale_inputs),
     },
     Def {
+        name: "reconciliations",
+        help: "NIP-77 reconciliations completed (one per filter)",
+        counter: true,
+        total: Total::Sum("reconciliations"),
+        get: |r, _| Some(r.stats.reconciliations),
+    },
+    Def {
+        name: "reconcile_ids_needed",
+        help: "Ids NIP-77 reconciliations found missing",
+        counter: true,
+        total: Total::Sum("reconcile_ids_needed"),
+        get: |r, _| Some(r.stats.reconcile_ids_needed),
+    },
+    Def {
+        name: "reconcile_fallbacks",
+        help: "Filters that fell back from NIP-77 to paged REQ",
+        counter: true,
+        total: Total::Sum("reconcile_fallbacks"),
+        get: |r, _| Some(r.stats.reconcile_fallbacks),
+    },
+    Def {
         name: "last_eose_timestamp_seconds",
         help: "Time of the last EOSE (unix seconds)",
         counter: false,
@@ -548,6 +589,17 @@ const RELAY_DEFS: &[Def] = &[
         get: |r, _| r.learned_max_subscriptions.map(u64::from),
     },
     Def {
+        name: "nip77_supported",
+        help: "NIP-77 support: 1 supported, 0 unsupported until the daily pass (no sample while unknown)",
+        counter: false,
+        total: Total::None,
+        get: |r, _| match r.nip77 {
+            Nip77Support::Unknown => None,
+            Nip77Support::Supported => Some(1),
+            Nip77Support::Unsupported => Some(0),
+        },
+    },
+    Def {
         name: "budget_max_subscriptions",
         help: "Planning budget: concurrent subscriptions",
         counter: false,
@@ -593,6 +645,19 @@ const IO_DEFS: &[(&str, &str, IoGetter)] = &[
     ("frames_received", "Websocket frames read", |c| {
         c.frames_received
     }),
+    ("event_frames_received", "EVENT frames read", |c| {
+        c.event_frames_received
+    }),
+    (
+        "bytes_received",
+        "Payload bytes of the text frames read",
+        |c| c.bytes_received,
+    ),
+    (
+        "bytes_sent",
+        "Payload bytes of the text frames queued for sending",
+        |c| c.bytes_sent,
+    ),
     (
         "messages_malformed",
         "Relay messages that could not be parsed",

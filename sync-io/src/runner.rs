@@ -13,6 +13,7 @@
 //! → GRASP acceptance check → store → engine (`EventStored`, and the
 //! catalog inputs for announcements, root events and deletions).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use grasp_sync_core::{
     Command, Engine, EventCheck, Input, RelayInfo, RelayUrl, Status, StoreOutcome, Time,
 };
 use nostr::event::{Event, EventBuilder, EventId, FinalizeEvent, Kind, Tag};
+use nostr::filter::Filter;
 use nostr::key::Keys;
 use nostr::message::{ClientMessage, SubscriptionId};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
@@ -301,10 +303,18 @@ struct StoreDone {
     relay: RelayUrl,
     seq: u64,
     id: EventId,
+    created_at: u64,
     /// Kept for announcements, root events and deletions (catalog input).
     event: Option<Box<Event>>,
     result: Result<StoreOutcome, StoreError>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The store's answer to the engine's request for NIP-77 items.
+struct LocalItemsDone {
+    relay: RelayUrl,
+    request: u64,
+    items: Result<Vec<(u64, EventId)>, StoreError>,
 }
 
 /// A snapshot taken, to be written once every save issued before it is done.
@@ -329,6 +339,8 @@ struct Driver {
     info_tx: mpsc::UnboundedSender<(RelayUrl, Option<RelayInfo>)>,
     info_rx: mpsc::UnboundedReceiver<(RelayUrl, Option<RelayInfo>)>,
     info_in_flight: BTreeSet<RelayUrl>,
+    items_tx: mpsc::UnboundedSender<LocalItemsDone>,
+    items_rx: mpsc::UnboundedReceiver<LocalItemsDone>,
     snapshot_tx: mpsc::UnboundedSender<Result<(), String>>,
     snapshot_rx: mpsc::UnboundedReceiver<Result<(), String>>,
     snapshot_writing: bool,
@@ -349,6 +361,7 @@ impl Driver {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let (info_tx, info_rx) = mpsc::unbounded_channel();
+        let (items_tx, items_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let verifier = VerifierPool::start(config.verify_threads, verify_tx);
         Driver {
@@ -368,6 +381,8 @@ impl Driver {
             info_tx,
             info_rx,
             info_in_flight: BTreeSet::new(),
+            items_tx,
+            items_rx,
             snapshot_tx,
             snapshot_rx,
             snapshot_writing: false,
@@ -406,6 +421,7 @@ impl Driver {
                 Some(done) = self.verify_rx.recv() => self.on_verified(done),
                 Some(done) = self.store_rx.recv() => self.on_stored(done),
                 Some((relay, info)) = self.info_rx.recv() => self.on_info(relay, info),
+                Some(done) = self.items_rx.recv() => self.on_local_items(done),
                 event = catalog.recv(), if catalog_open => match event {
                     Some(event) => self.on_catalog_event(&event),
                     None => catalog_open = false,
@@ -554,7 +570,80 @@ impl Driver {
                 }
             }
             Command::Authenticate { relay, challenge } => self.authenticate(relay, &challenge),
+            Command::QueryLocalItems {
+                relay,
+                request,
+                filter,
+            } => self.query_local_items(relay, request, filter),
+            Command::NegOpen {
+                relay,
+                subscription,
+                filter,
+                message,
+            } => {
+                let text = ClientMessage::neg_open(subscription, filter, message).as_json();
+                self.send(&relay, text);
+            }
+            Command::NegMsg {
+                relay,
+                subscription,
+                message,
+            } => {
+                let text = ClientMessage::NegMsg {
+                    subscription_id: Cow::Owned(subscription),
+                    message: Cow::Owned(message),
+                }
+                .as_json();
+                self.send(&relay, text);
+            }
+            Command::NegClose {
+                relay,
+                subscription,
+            } => {
+                let text = ClientMessage::NegClose {
+                    subscription_id: Cow::Owned(subscription),
+                }
+                .as_json();
+                self.send(&relay, text);
+            }
         }
+    }
+
+    /// Asks the store for the `(created_at, id)` items matching `filter`
+    /// (off the driver loop); the answer comes back as `Input::LocalItems`.
+    fn query_local_items(&mut self, relay: RelayUrl, request: u64, filter: Filter) {
+        let store = Arc::clone(&self.store);
+        let tx = self.items_tx.clone();
+        tokio::spawn(async move {
+            let items = store.negentropy_items(filter).await.map(|items| {
+                items
+                    .into_iter()
+                    .map(|(id, at)| (at.as_secs(), id))
+                    .collect()
+            });
+            let _ = tx.send(LocalItemsDone {
+                relay,
+                request,
+                items,
+            });
+        });
+    }
+
+    fn on_local_items(&mut self, done: LocalItemsDone) {
+        let items = match done.items {
+            Ok(items) => Some(items),
+            Err(e) => {
+                // The engine reconciles that filter with paged REQ instead.
+                self.io.store_errors += 1;
+                tracing::warn!(relay = done.relay.as_str(), error = %e, "NIP-77 items query failed");
+                None
+            }
+        };
+        self.input(Input::LocalItems {
+            relay: &done.relay,
+            request: done.request,
+            items: items.as_deref(),
+        });
     }
 
     /// Queues a frame for a relay's writer. A full queue means the relay
@@ -567,8 +656,13 @@ impl Driver {
             );
             return false;
         };
+        let bytes = text.len() as u64;
         match link.conn.outgoing.try_send(Outgoing::Text(text)) {
-            Ok(()) => true,
+            Ok(()) => {
+                let counters = self.io.relay(relay);
+                counters.bytes_sent = counters.bytes_sent.saturating_add(bytes);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
                     relay = relay.as_str(),
@@ -663,10 +757,13 @@ impl Driver {
                     subscription,
                     event,
                 },
+                bytes,
                 permit,
             ) => {
                 let counters = self.io.relay(&relay);
                 counters.frames_received += 1;
+                counters.event_frames_received += 1;
+                counters.bytes_received = counters.bytes_received.saturating_add(bytes as u64);
                 let verdict = match self.engine.check_event(&relay, &subscription, &event) {
                     EventCheck::Accepted(_) => match self.seen.get(&event.id) {
                         // Same id means same content once the id hash checks.
@@ -692,8 +789,10 @@ impl Driver {
                     }
                 }
             }
-            ConnReport::Message(other, permit) => {
-                self.io.relay(&relay).frames_received += 1;
+            ConnReport::Message(other, bytes, permit) => {
+                let counters = self.io.relay(&relay);
+                counters.frames_received += 1;
+                counters.bytes_received = counters.bytes_received.saturating_add(bytes as u64);
                 link.inbox.push_ready(Item::Message(other, permit));
             }
         }
@@ -817,7 +916,12 @@ impl Driver {
             }
             Verdict::Known(outcome) => {
                 self.input(received);
-                self.input(Input::EventStored { relay, outcome });
+                self.input(Input::EventStored {
+                    relay,
+                    id: event.id,
+                    created_at: event.created_at.as_secs(),
+                    outcome,
+                });
             }
             Verdict::Valid => {
                 self.input(received);
@@ -825,6 +929,8 @@ impl Driver {
                     self.seen.insert(event.id, StoreOutcome::Rejected);
                     self.input(Input::EventStored {
                         relay,
+                        id: event.id,
+                        created_at: event.created_at.as_secs(),
                         outcome: StoreOutcome::Rejected,
                     });
                     return;
@@ -841,6 +947,7 @@ impl Driver {
         let store = Arc::clone(&self.store);
         let tx = self.store_tx.clone();
         let id = event.id;
+        let created_at = event.created_at.as_secs();
         let keep = is_catalog_kind(event.kind.as_u16()).then(|| event.clone());
         tokio::spawn(async move {
             let result = store.save(*event).await;
@@ -848,6 +955,7 @@ impl Driver {
                 relay,
                 seq,
                 id,
+                created_at,
                 event: keep,
                 result,
                 _permit: permit,
@@ -871,6 +979,8 @@ impl Driver {
         };
         self.input(Input::EventStored {
             relay: &done.relay,
+            id: done.id,
+            created_at: done.created_at,
             outcome,
         });
         if outcome == StoreOutcome::Stored {
@@ -919,6 +1029,25 @@ impl Driver {
                     relay,
                     message: &message,
                 });
+            }
+            Incoming::NegMsg {
+                subscription,
+                message,
+            } => self.input(Input::NegMsg {
+                relay,
+                subscription: &subscription,
+                message: &message,
+            }),
+            Incoming::NegErr {
+                subscription,
+                message,
+            } => {
+                tracing::debug!(relay = relay.as_str(), sub = %subscription, %message, "NEG-ERR");
+                self.input(Input::NegErr {
+                    relay,
+                    subscription: &subscription,
+                    message: &message,
+                })
             }
             Incoming::Auth(challenge) => self.input(Input::AuthChallenge {
                 relay,

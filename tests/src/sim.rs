@@ -19,6 +19,9 @@ use nostr::event::{Event, EventId};
 use nostr::filter::{Filter, MatchEventOptions};
 use nostr::message::SubscriptionId;
 
+mod nip77;
+pub use nip77::Nip77Behaviour;
+
 /// How a fake relay says no when asked for more subscriptions than it allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefusalStyle {
@@ -59,6 +62,10 @@ pub struct Profile {
     /// NIP-42: sends an AUTH challenge on connect and refuses REQs with
     /// `CLOSED "auth-required: …"` until the client has authenticated.
     pub auth: bool,
+    /// How it treats NEG-OPEN (NIP-77).
+    pub nip77: Nip77Behaviour,
+    /// Whether NIP-11 lists 77 in `supported_nips`.
+    pub lists_nip77: bool,
 }
 
 impl Default for Profile {
@@ -74,6 +81,8 @@ impl Default for Profile {
             latency: Duration::from_millis(20),
             auth: false,
             max_filters: None,
+            nip77: Nip77Behaviour::Unknown,
+            lists_nip77: false,
         }
     }
 }
@@ -97,6 +106,10 @@ pub struct FakeRelay {
     authenticated: bool,
     /// Most subscriptions ever open at once.
     pub peak_subs: usize,
+    /// Open NIP-77 reconciliations and their filters.
+    negs: BTreeMap<SubscriptionId, Filter>,
+    /// NEG-OPENs received.
+    pub neg_opens: u32,
 }
 
 impl FakeRelay {
@@ -113,6 +126,8 @@ impl FakeRelay {
             reqs_seen: 0,
             authenticated: false,
             peak_subs: 0,
+            negs: BTreeMap::new(),
+            neg_opens: 0,
         }
     }
 
@@ -151,6 +166,9 @@ enum Msg {
     Notice(String),
     Auth(String),
     AuthOk(bool),
+    LocalItems(u64, Filter),
+    Negentropy(SubscriptionId, String),
+    NegErr(SubscriptionId, String),
 }
 
 /// Generation of deliveries that do not belong to a websocket (NIP-11).
@@ -217,6 +235,8 @@ pub struct WorldStats {
     pub rejected: u64,
     /// Engine restarts.
     pub restarts: u64,
+    /// Events sent in answer to REQs (paged or by id).
+    pub events_sent: u64,
 }
 
 /// The simulated world.
@@ -411,6 +431,7 @@ impl World {
                 if r.connected {
                     r.connected = false;
                     r.subs.clear();
+                    r.negs.clear();
                     r.generation += 1;
                     let g = r.generation;
                     self.deliver_at(self.now, &relay, g, Msg::Disconnected);
@@ -446,6 +467,7 @@ impl World {
                 for r in self.relays.values_mut() {
                     r.connected = false;
                     r.subs.clear();
+                    r.negs.clear();
                     r.generation += 1;
                 }
                 self.feed(Input::Tick);
@@ -515,6 +537,24 @@ impl World {
                 relay: &relay,
                 accepted,
             }),
+            Msg::LocalItems(request, filter) => {
+                let items = nip77::items(&self.store, &filter);
+                self.feed(Input::LocalItems {
+                    relay: &relay,
+                    request,
+                    items: Some(&items),
+                })
+            }
+            Msg::Negentropy(sub, message) => self.feed(Input::NegMsg {
+                relay: &relay,
+                subscription: &sub,
+                message: &message,
+            }),
+            Msg::NegErr(sub, message) => self.feed(Input::NegErr {
+                relay: &relay,
+                subscription: &sub,
+                message: &message,
+            }),
         }
     }
 
@@ -530,7 +570,12 @@ impl World {
             StoreOutcome::Stored
         };
         if let Some(relay) = from {
-            self.feed(Input::EventStored { relay, outcome });
+            self.feed(Input::EventStored {
+                relay,
+                id: event.id,
+                created_at: event.created_at.as_secs(),
+                outcome,
+            });
         }
         match outcome {
             StoreOutcome::Rejected => self.stats.rejected += 1,
@@ -655,6 +700,11 @@ impl World {
                         .publish_limits
                         .then(|| r.profile.page_cap.map(|c| c as u32))
                         .flatten(),
+                    supported_nips: if r.profile.lists_nip77 {
+                        vec![1, 11, 77]
+                    } else {
+                        vec![1, 11]
+                    },
                     ..RelayInfo::default()
                 };
                 // NIP-11 is plain HTTP: not tied to any websocket.
@@ -667,6 +717,7 @@ impl World {
                 };
                 r.generation += 1;
                 r.subs.clear();
+                r.negs.clear();
                 let (g, lat) = (r.generation, r.profile.latency);
                 if r.up {
                     r.connected = true;
@@ -687,6 +738,7 @@ impl World {
                 if let Some(r) = self.relays.get_mut(&relay) {
                     r.connected = false;
                     r.subs.clear();
+                    r.negs.clear();
                     r.generation += 1;
                 }
             }
@@ -716,6 +768,38 @@ impl World {
                 filters,
                 mode,
             } => self.on_req(relay, subscription, filters, mode),
+            Command::QueryLocalItems {
+                relay,
+                request,
+                filter,
+            } => {
+                // The store answers at once, whatever the relay does.
+                self.deliver_at(
+                    now,
+                    &relay,
+                    ANY_CONNECTION,
+                    Msg::LocalItems(request, filter),
+                );
+            }
+            Command::NegOpen {
+                relay,
+                subscription,
+                filter,
+                message,
+            } => self.on_neg_open(relay, subscription, filter, message),
+            Command::NegMsg {
+                relay,
+                subscription,
+                message,
+            } => self.on_neg_msg(relay, subscription, message),
+            Command::NegClose {
+                relay,
+                subscription,
+            } => {
+                if let Some(r) = self.relays.get_mut(&relay) {
+                    r.negs.remove(&subscription);
+                }
+            }
         }
     }
 
@@ -798,6 +882,7 @@ impl World {
                 RefusalStyle::Drop => {
                     r.connected = false;
                     r.subs.clear();
+                    r.negs.clear();
                     r.generation += 1;
                     let g = r.generation;
                     self.deliver_at(now, &relay, g, Msg::Disconnected);
@@ -820,6 +905,7 @@ impl World {
             )));
         }
         let _ = mode;
+        self.stats.events_sent += events.len() as u64;
         for e in events {
             self.deliver_at(at, &relay, g, Msg::Event(sub.clone(), Box::new(e)));
         }

@@ -67,7 +67,27 @@ enum Op {
         ok: bool,
     },
     Advance(i64),
+    /// The host answers a NIP-77 items request (`ok` false: the store failed).
+    LocalItems {
+        req: usize,
+        ok: bool,
+    },
+    /// A NEG-MSG (from a fixed set, valid or not) on some subscription.
+    NegMsg {
+        relay: usize,
+        sub: usize,
+        msg: usize,
+    },
+    /// A NEG-ERR on some subscription.
+    NegErr {
+        relay: usize,
+        sub: usize,
+    },
 }
+
+/// NEG-MSG payloads: "done" (version byte only), a skip, garbage, another
+/// protocol version, empty.
+const NEG_MSGS: [&str; 5] = ["61", "6100", "zz", "62", ""];
 
 const PREFIXES: [&str; 9] = [
     "rate-limited: slow",
@@ -124,6 +144,13 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..4).prop_map(Op::Challenge),
         (0usize..4, any::<bool>()).prop_map(|(relay, ok)| Op::AuthResult { relay, ok }),
         (-20_000i64..4_000_000).prop_map(Op::Advance),
+        (0usize..64, any::<bool>()).prop_map(|(req, ok)| Op::LocalItems { req, ok }),
+        (0usize..4, 0usize..64, 0usize..NEG_MSGS.len()).prop_map(|(relay, sub, msg)| Op::NegMsg {
+            relay,
+            sub,
+            msg
+        }),
+        (0usize..4, 0usize..64).prop_map(|(relay, sub)| Op::NegErr { relay, sub }),
     ]
 }
 
@@ -132,14 +159,16 @@ struct Run {
     violations: Vec<String>,
 }
 
-fn play(ops: &[Op], auth: bool) -> Run {
+fn play(ops: &[Op], auth: bool, nip77: bool) -> Run {
     let mut config = fixtures::config();
     config.auth_enabled = auth;
+    config.nip77 = nip77;
     config.bootstrap = vec![fixtures::url(RELAYS[0])];
     let mut engine = Engine::new(config.clone());
     let relays: Vec<RelayUrl> = RELAYS.iter().map(|s| fixtures::url(s)).collect();
     let mut now = Time::from_secs(T0);
     let mut subs: Vec<(usize, SubscriptionId)> = Vec::new();
+    let mut requests: Vec<(usize, u64)> = Vec::new();
     let mut events: Vec<Event> = Vec::new();
     let mut open: BTreeMap<RelayUrl, BTreeSet<SubscriptionId>> = BTreeMap::new();
     let mut known: BTreeSet<RelayUrl> = config.bootstrap.iter().cloned().collect();
@@ -268,6 +297,8 @@ fn play(ops: &[Op], auth: bool) -> Run {
                         now,
                         Input::EventStored {
                             relay: &relays[r],
+                            id: e.id,
+                            created_at: e.created_at.as_secs(),
                             outcome,
                         },
                     );
@@ -287,6 +318,49 @@ fn play(ops: &[Op], auth: bool) -> Run {
                     accepted: *ok,
                 },
             ),
+            Op::LocalItems { req, ok } => {
+                if !requests.is_empty() {
+                    let (r, request) = requests[req % requests.len()];
+                    let items: Vec<(u64, nostr::event::EventId)> = events
+                        .iter()
+                        .step_by(2)
+                        .map(|e| (e.created_at.as_secs(), e.id))
+                        .collect();
+                    engine.handle_input(
+                        now,
+                        Input::LocalItems {
+                            relay: &relays[r],
+                            request,
+                            items: ok.then_some(items.as_slice()),
+                        },
+                    );
+                }
+            }
+            Op::NegMsg { relay, sub, msg } => {
+                if let Some((r, s)) = pick(&subs, *relay, *sub) {
+                    engine.handle_input(
+                        now,
+                        Input::NegMsg {
+                            relay: &relays[r],
+                            subscription: &s,
+                            message: NEG_MSGS[*msg],
+                        },
+                    );
+                }
+            }
+            Op::NegErr { relay, sub } => {
+                if let Some((r, s)) = pick(&subs, *relay, *sub) {
+                    closed_by_relay = Some((relays[r].clone(), s.clone()));
+                    engine.handle_input(
+                        now,
+                        Input::NegErr {
+                            relay: &relays[r],
+                            subscription: &s,
+                            message: "blocked: no",
+                        },
+                    );
+                }
+            }
             Op::Advance(ms) => {
                 // Time may step backwards: the engine must cope.
                 now = Time::from_millis(now.as_millis().saturating_add_signed(*ms));
@@ -328,7 +402,29 @@ fn play(ops: &[Op], auth: bool) -> Run {
                             .push(format!("{relay}: {} open, budget {budget}", set.len()));
                     }
                 }
-                Command::Unsubscribe { subscription, .. } => {
+                Command::NegOpen { subscription, .. } => {
+                    let i = RELAYS
+                        .iter()
+                        .position(|u| fixtures::url(u) == relay)
+                        .unwrap_or(0);
+                    subs.push((i, subscription.clone()));
+                    let set = open.entry(relay.clone()).or_default();
+                    let is_new = set.insert(subscription);
+                    let budget = budgets.get(&relay).copied().unwrap_or(10) as usize;
+                    if is_new && set.len() > budget {
+                        run.violations
+                            .push(format!("{relay}: {} open, budget {budget}", set.len()));
+                    }
+                }
+                Command::QueryLocalItems { request, .. } => {
+                    let i = RELAYS
+                        .iter()
+                        .position(|u| fixtures::url(u) == relay)
+                        .unwrap_or(0);
+                    requests.push((i, request));
+                }
+                Command::Unsubscribe { subscription, .. }
+                | Command::NegClose { subscription, .. } => {
                     if let Some(set) = open.get_mut(&relay) {
                         set.remove(&subscription);
                     }
@@ -369,10 +465,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_input_sequence_is_safe_and_replays(ops in proptest::collection::vec(op(), 1..120), auth in any::<bool>()) {
-        let a = play(&ops, auth);
+    fn any_input_sequence_is_safe_and_replays(
+        ops in proptest::collection::vec(op(), 1..120),
+        auth in any::<bool>(),
+        nip77 in any::<bool>(),
+    ) {
+        let a = play(&ops, auth, nip77);
         prop_assert!(a.violations.is_empty(), "{:?}", a.violations);
-        let b = play(&ops, auth);
+        let b = play(&ops, auth, nip77);
         prop_assert_eq!(a.log, b.log);
     }
 }
@@ -406,7 +506,7 @@ fn scripted_sequence_exercises_subscriptions() {
         },
         Op::Advance(70_000),
     ];
-    let run = play(&ops, false);
+    let run = play(&ops, false, false);
     assert!(run.violations.is_empty(), "{:?}", run.violations);
     let subscribes = run
         .log

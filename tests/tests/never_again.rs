@@ -42,6 +42,15 @@ use serde_json::Value;
 
 // ----- helpers ---------------------------------------------------------------
 
+/// The fixture configuration with paged REQ only: these regressions are
+/// about paging, subscriptions and refusals (NIP-77 is tested in the core
+/// and in the simulation).
+fn config() -> Config {
+    let mut c = grasp_sync_tests::fixtures::config();
+    c.nip77 = false;
+    c
+}
+
 const R1: &str = "wss://relay.one.example";
 const R2: &str = "wss://relay.two.example";
 const R3: &str = "wss://relay.three.example";
@@ -348,6 +357,8 @@ fn drive_pages(
             }));
             next.extend(d.input(Input::EventStored {
                 relay: &req.relay,
+                id: e.id,
+                created_at: e.created_at.as_secs(),
                 outcome: outcome(&e),
             }));
         }
@@ -2309,6 +2320,8 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
         });
         d.input(Input::EventStored {
             relay: &a,
+            id: e.id,
+            created_at: e.created_at.as_secs(),
             outcome: o,
         });
     }

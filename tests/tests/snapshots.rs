@@ -108,6 +108,36 @@ fn line(c: &Command) -> String {
         Command::Authenticate { relay, challenge } => {
             format!("{relay} authenticate {challenge:?}")
         }
+        Command::QueryLocalItems {
+            relay,
+            request,
+            filter,
+        } => format!(
+            "{relay} query-local-items {request} {}",
+            show_filter(filter).0
+        ),
+        Command::NegOpen {
+            relay,
+            subscription,
+            filter,
+            message,
+        } => format!(
+            "{relay} neg-open {subscription} {} ({} hex chars)",
+            show_filter(filter).0,
+            message.len()
+        ),
+        Command::NegMsg {
+            relay,
+            subscription,
+            message,
+        } => format!(
+            "{relay} neg-msg {subscription} ({} hex chars)",
+            message.len()
+        ),
+        Command::NegClose {
+            relay,
+            subscription,
+        } => format!("{relay} neg-close {subscription}"),
         Command::Subscribe {
             relay,
             subscription,
@@ -253,8 +283,11 @@ struct Scenario {
 
 impl Scenario {
     fn new() -> Self {
+        // Transcripts of the paged planner (NIP-77 has its own tests).
+        let mut config = config();
+        config.nip77 = false;
         Scenario {
-            d: Driver::new(config()),
+            d: Driver::new(config),
             text: String::new(),
             subs: OpenSubs::default(),
         }

@@ -225,6 +225,13 @@ impl EventStore for LmdbStore {
         Box::pin(async move { self.feed_catalog(&feed).await })
     }
 
+    fn negentropy_items(
+        &self,
+        filter: Filter,
+    ) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, StoreError>> {
+        Box::pin(LmdbStore::negentropy_items(self, filter))
+    }
+
     /// Refuses further operations and releases the database once the
     /// operations already running end (each committed write is durable).
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

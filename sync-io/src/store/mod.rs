@@ -9,7 +9,9 @@ use grasp_sync_core::types::{
     KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST, KIND_REPO_ANNOUNCEMENT,
 };
 use grasp_sync_core::StoreOutcome;
-use nostr::event::Event;
+use nostr::event::{Event, EventId};
+use nostr::filter::Filter;
+use nostr::types::Timestamp;
 use tokio::sync::mpsc;
 
 pub mod lmdb;
@@ -62,6 +64,14 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         feed: mpsc::Sender<Event>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The `(id, created_at)` of every stored event matching `filter` (its
+    /// `limit` ignored): our side of a NIP-77 reconciliation. An error makes
+    /// the engine page that filter with REQ instead.
+    fn negentropy_items(
+        &self,
+        filter: Filter,
+    ) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, StoreError>>;
 
     /// Flushes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;

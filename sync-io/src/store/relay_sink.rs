@@ -644,6 +644,28 @@ impl EventStore for RelaySink {
         })
     }
 
+    /// Reads the `(id, created_at)` of every event on the local relay that
+    /// matches `filter`, over a connection of its own: REQ pages newest
+    /// first (`until` paging, ids deduplicated, ended by two pages in a row
+    /// with nothing new, like the catalog feed). Events are read whole;
+    /// that is the price of asking a relay rather than a database.
+    fn negentropy_items(
+        &self,
+        filter: Filter,
+    ) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, StoreError>> {
+        Box::pin(async move {
+            if self.shared.is_shut_down() {
+                return Err(StoreError::Closed);
+            }
+            let mut ws = net::connect(&self.shared.url, &self.shared.net)
+                .await
+                .map_err(|e| StoreError::Relay(e.to_string()))?;
+            let result = read_items(&self.shared, &mut ws, filter).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            result
+        })
+    }
+
     /// Stops both tasks; saves still pending return `Err(Closed)`.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
@@ -656,6 +678,91 @@ impl EventStore for RelaySink {
             Ok(())
         })
     }
+}
+
+/// Pages `filter` on the local relay and collects `(id, created_at)`.
+async fn read_items(
+    shared: &Shared,
+    ws: &mut RelaySocket,
+    filter: Filter,
+) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
+    let relay_err = |what: String| StoreError::Relay(what);
+    let limit = shared.opts.page_size.max(1);
+    let mut seen: HashMap<EventId, Timestamp> = HashMap::new();
+    let mut until: Option<Timestamp> = None;
+    let mut idle_pages = 0u8;
+    for page in 0u64.. {
+        let sub = SubscriptionId::new(format!("items-{page}"));
+        let mut f = filter.clone().limit(limit);
+        if let Some(u) = until {
+            f = f.until(u);
+        }
+        let text = ClientMessage::req(sub.clone(), vec![f]).as_json();
+        ws.send(Message::text(text))
+            .await
+            .map_err(|e| relay_err(e.to_string()))?;
+        let mut oldest: Option<Timestamp> = None;
+        let mut new = 0usize;
+        loop {
+            let frame = tokio::time::timeout(shared.opts.answer_timeout, ws.next())
+                .await
+                .map_err(|_| relay_err("no EOSE for an items page".into()))?;
+            let text = match frame {
+                None => return Err(relay_err("connection closed".into())),
+                Some(Err(e)) => return Err(relay_err(e.to_string())),
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_))) => return Err(relay_err("closed by the relay".into())),
+                Some(Ok(_)) => continue,
+            };
+            match RelayMessage::from_json(text.as_str()) {
+                Ok(RelayMessage::Event {
+                    subscription_id,
+                    event,
+                }) if *subscription_id == sub => {
+                    if until.is_none_or(|u| event.created_at <= u) {
+                        oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
+                    }
+                    if filter.match_event(&event, nostr::filter::MatchEventOptions::new())
+                        && seen.insert(event.id, event.created_at).is_none()
+                    {
+                        new += 1;
+                    }
+                }
+                Ok(RelayMessage::EndOfStoredEvents(id)) if *id == sub => break,
+                Ok(RelayMessage::Closed {
+                    subscription_id,
+                    message,
+                }) if *subscription_id == sub => {
+                    return Err(relay_err(format!("items request refused: {message}")))
+                }
+                Ok(_) => {}
+                Err(e) => shared.malformed(&e.to_string()),
+            }
+        }
+        let _ = ws
+            .send(Message::text(ClientMessage::close(sub).as_json()))
+            .await;
+        match oldest {
+            None => break,
+            Some(o) if new > 0 => {
+                until = Some(o);
+                idle_pages = 0;
+            }
+            Some(o) => {
+                idle_pages += 1;
+                if idle_pages >= 2 || o.as_secs() == 0 {
+                    break;
+                }
+                until = Some(Timestamp::from_secs(o.as_secs() - 1));
+            }
+        }
+        if let (Some(s), Some(u)) = (filter.since, until) {
+            if u < s {
+                break;
+            }
+        }
+    }
+    Ok(seen.into_iter().collect())
 }
 
 // ---------------------------------------------------------------------------

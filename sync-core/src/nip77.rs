@@ -1,0 +1,391 @@
+//! NIP-77 negentropy (spec section 7): the initiator side of one filter's
+//! reconciliation, what the engine remembers about a relay's support, and
+//! the ids the store rejected (kept as items so they are not fetched again).
+//!
+//! The `negentropy` crate does the set reconciliation. It reads no clock and
+//! draws no randomness; the one thing in it that is not deterministic is the
+//! *order* of the needed ids it reports (it collects them through a
+//! `HashSet`), so they are gathered into a sorted set here.
+//!
+//! The per-relay driving (NEG-OPEN, rounds, NEG-CLOSE, fetching the needed
+//! ids, falling back to paged REQ) lives in the relay state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use negentropy::{Id, Negentropy, NegentropyStorageVector};
+use nostr::event::EventId;
+use nostr::filter::Filter;
+use serde::{Deserialize, Serialize};
+
+use crate::types::Time;
+
+/// Largest negentropy message we build (the crate's frame size limit): the
+/// value strfry and nostr-sdk use (128 KiB halved for hex, minus JSON overhead).
+pub const FRAME_SIZE_LIMIT: u64 = 60_000;
+
+/// How long a NEG-OPEN or NEG-MSG may go unanswered before the filter falls
+/// back to paged REQ.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many rejected ids the engine remembers (the oldest are forgotten first).
+pub const REJECTED_MEMORY: usize = 10_000;
+
+/// How long a rejected id is remembered: the store's verdict may change
+/// (an event refused before its repository was known), so it is asked again
+/// after this.
+pub const REJECTED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What the engine knows about a relay's NIP-77 support.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nip77Support {
+    /// Not known yet: the next reconciliation is a probe.
+    #[default]
+    Unknown,
+    /// A reconciliation got an answer (or NIP-11 lists 77 and nothing failed).
+    Supported,
+    /// A reconciliation failed (NEG-ERR, refusal NOTICE, silence, a drop
+    /// after NEG-OPEN): paged REQ until the daily pass probes again.
+    Unsupported,
+}
+
+/// Why a reconciliation step failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Nip77Error {
+    /// The relay's message is not lowercase hex.
+    #[error("negentropy message is not hex")]
+    Hex,
+    /// The negentropy protocol failed (bad message, unsupported version, …).
+    #[error("negentropy: {0}")]
+    Protocol(String),
+}
+
+impl From<negentropy::Error> for Nip77Error {
+    fn from(e: negentropy::Error) -> Self {
+        Nip77Error::Protocol(e.to_string())
+    }
+}
+
+/// The initiator of one filter's reconciliation: our items (sealed) and the
+/// ids the relay has that we lack, gathered over the rounds.
+#[derive(Clone, Debug)]
+pub struct Reconciler {
+    storage: NegentropyStorageVector,
+    need: BTreeSet<EventId>,
+    rounds: u32,
+}
+
+impl Reconciler {
+    /// A reconciler over our `(created_at, id)` items (duplicates are fine).
+    pub fn new(items: impl IntoIterator<Item = (u64, EventId)>) -> Result<Self, Nip77Error> {
+        let mut storage = NegentropyStorageVector::new();
+        for (created_at, id) in items {
+            storage.insert(created_at, Id::from_byte_array(id.to_bytes()))?;
+        }
+        storage.seal()?;
+        Ok(Reconciler {
+            storage,
+            need: BTreeSet::new(),
+            rounds: 0,
+        })
+    }
+
+    fn engine(&self) -> Result<Negentropy<'_, NegentropyStorageVector>, Nip77Error> {
+        Ok(Negentropy::borrowed(&self.storage, FRAME_SIZE_LIMIT)?)
+    }
+
+    /// The initial message (hex) for NEG-OPEN.
+    pub fn initiate(&self) -> Result<String, Nip77Error> {
+        let mut neg = self.engine()?;
+        Ok(to_hex(&neg.initiate()?))
+    }
+
+    /// Takes the relay's NEG-MSG (hex). Returns the next message to send, or
+    /// `None` when the sets are reconciled (then send NEG-CLOSE).
+    pub fn reconcile(&mut self, message: &str) -> Result<Option<String>, Nip77Error> {
+        let query = from_hex(message)?;
+        // The initiator keeps no state between rounds but its storage: a
+        // fresh instance per round is the same as one kept alive.
+        let mut neg = self.engine()?;
+        neg.set_initiator();
+        let mut have = Vec::new();
+        let mut need = Vec::new();
+        let next = neg.reconcile_with_ids(&query, &mut have, &mut need)?;
+        self.rounds += 1;
+        self.need.extend(
+            need.iter()
+                .map(|id| EventId::from_byte_array(id.to_bytes())),
+        );
+        Ok(next.map(|m| to_hex(&m)))
+    }
+
+    /// The ids the relay has and we lack, so far.
+    pub fn need(&self) -> &BTreeSet<EventId> {
+        &self.need
+    }
+
+    /// Takes the needed ids out.
+    pub fn take_need(&mut self) -> BTreeSet<EventId> {
+        std::mem::take(&mut self.need)
+    }
+
+    /// Rounds answered so far.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Our items.
+    pub fn len(&self) -> usize {
+        use negentropy::NegentropyStorageBase;
+        self.storage.size().unwrap_or(0)
+    }
+
+    /// True when we hold no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The relay side of one round: what a NIP-77 relay holding `items` answers
+/// to `message` (hex in, hex out). The engine never needs it; simulated
+/// relays and tests do.
+pub fn respond(
+    items: impl IntoIterator<Item = (u64, EventId)>,
+    message: &str,
+) -> Result<String, Nip77Error> {
+    let mut storage = NegentropyStorageVector::new();
+    for (created_at, id) in items {
+        storage.insert(created_at, Id::from_byte_array(id.to_bytes()))?;
+    }
+    storage.seal()?;
+    let mut neg = Negentropy::borrowed(&storage, FRAME_SIZE_LIMIT)?;
+    Ok(to_hex(&neg.reconcile(&from_hex(message)?)?))
+}
+
+/// The `{"ids":[…]}` filters that fetch `ids`, grouped into REQs: at most
+/// `per_filter` ids per filter and `per_req` filters per REQ. Each filter's
+/// `limit` is its id count, so relays with a small default limit send all.
+pub fn id_requests(ids: &BTreeSet<EventId>, per_filter: u32, per_req: u32) -> Vec<Vec<Filter>> {
+    let ids: Vec<EventId> = ids.iter().copied().collect();
+    let filters: Vec<Filter> = ids
+        .chunks(per_filter.max(1) as usize)
+        .map(|c| Filter::new().ids(c.iter().copied()).limit(c.len()))
+        .collect();
+    filters
+        .chunks(per_req.max(1) as usize)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// Whether a NOTICE reads like a relay refusing negentropy (some relays
+/// refuse NEG-OPEN this way instead of NEG-ERR, e.g. strfry's
+/// "ERROR: bad msg: unknown cmd").
+pub fn is_refusal_notice(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "negentropy",
+        "neg-",
+        "unknown cmd",
+        "unknown command",
+        "unknown message",
+        "unknown type",
+        "not supported",
+        "unsupported",
+        "bad msg",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// Ids the store rejected, with their `created_at`: added to every
+/// reconciliation's items so that the relay does not offer them again.
+/// Bounded: at most [`REJECTED_MEMORY`] ids, each for [`REJECTED_TTL`].
+#[derive(Clone, Debug, Default)]
+pub struct RejectedIds {
+    by_id: BTreeMap<EventId, (u64, Time)>,
+    order: VecDeque<EventId>,
+}
+
+impl RejectedIds {
+    /// Remembers a rejected event.
+    pub fn insert(&mut self, id: EventId, created_at: u64, now: Time) {
+        if self.by_id.insert(id, (created_at, now)).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REJECTED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets ids rejected more than [`REJECTED_TTL`] before `now`.
+    pub fn expire(&mut self, now: Time) {
+        while let Some(id) = self.order.front() {
+            match self.by_id.get(id) {
+                Some((_, at)) if now.since(*at) < REJECTED_TTL => break,
+                _ => {
+                    if let Some(id) = self.order.pop_front() {
+                        self.by_id.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The remembered items with `created_at` at or after `since`.
+    pub fn items(&self, since: Option<u64>) -> impl Iterator<Item = (u64, EventId)> + '_ {
+        self.by_id
+            .iter()
+            .filter(move |(_, (at, _))| since.is_none_or(|s| *at >= s))
+            .map(|(id, (at, _))| (*at, *id))
+    }
+
+    /// How many ids are remembered.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, Nip77Error> {
+    let digit = |c: u8| -> Result<u8, Nip77Error> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(Nip77Error::Hex),
+        }
+    };
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(Nip77Error::Hex);
+    }
+    b.chunks(2)
+        .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> EventId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_be_bytes());
+        b[31] = 7;
+        EventId::from_byte_array(b)
+    }
+
+    fn run(ours: &[(u64, EventId)], theirs: &[(u64, EventId)]) -> (BTreeSet<EventId>, u32) {
+        let mut r = Reconciler::new(ours.iter().copied()).unwrap();
+        let mut msg = r.initiate().unwrap();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(msg.len() as u64 <= 2 * FRAME_SIZE_LIMIT);
+            let answer = respond(theirs.iter().copied(), &msg).unwrap();
+            match r.reconcile(&answer).unwrap() {
+                Some(next) => msg = next,
+                None => break,
+            }
+        }
+        (r.take_need(), rounds)
+    }
+
+    #[test]
+    fn finds_exactly_what_we_lack() {
+        let theirs: Vec<(u64, EventId)> = (0..5000).map(|i| (1000 + i as u64, id(i))).collect();
+        let ours: Vec<(u64, EventId)> = theirs
+            .iter()
+            .copied()
+            .filter(|(at, _)| at % 100 != 0)
+            .chain([(5, id(90_000))]) // one they lack: not our business
+            .collect();
+        let (need, rounds) = run(&ours, &theirs);
+        let expected: BTreeSet<EventId> = theirs
+            .iter()
+            .filter(|(at, _)| at % 100 == 0)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(need, expected);
+        assert!(rounds <= 4, "{rounds} rounds");
+    }
+
+    #[test]
+    fn equal_sets_need_nothing_and_empty_ours_needs_all() {
+        let theirs: Vec<(u64, EventId)> = (0..300).map(|i| (i as u64, id(i))).collect();
+        assert!(run(&theirs, &theirs).0.is_empty());
+        assert_eq!(run(&[], &theirs).0.len(), 300);
+    }
+
+    #[test]
+    fn messages_are_deterministic() {
+        let items: Vec<(u64, EventId)> = (0..2000).map(|i| (i as u64 / 3, id(i))).collect();
+        let a = Reconciler::new(items.iter().copied()).unwrap();
+        let b = Reconciler::new(items.iter().rev().copied()).unwrap();
+        assert_eq!(a.initiate().unwrap(), b.initiate().unwrap());
+    }
+
+    #[test]
+    fn bad_messages_are_errors_not_panics() {
+        let mut r = Reconciler::new([(1, id(1))]).unwrap();
+        assert_eq!(r.reconcile("zz"), Err(Nip77Error::Hex));
+        assert_eq!(r.reconcile("abc"), Err(Nip77Error::Hex));
+        assert!(r.reconcile("").is_err());
+        assert!(r.reconcile("62").is_err(), "another protocol version");
+    }
+
+    #[test]
+    fn id_requests_stay_inside_the_budget() {
+        let ids: BTreeSet<EventId> = (0..250).map(id).collect();
+        let reqs = id_requests(&ids, 100, 2);
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].len(), 2);
+        assert_eq!(reqs[1].len(), 1);
+        let total: usize = reqs
+            .iter()
+            .flatten()
+            .map(|f| f.ids.as_ref().map_or(0, |s| s.len()))
+            .sum();
+        assert_eq!(total, 250);
+        assert!(id_requests(&BTreeSet::new(), 100, 2).is_empty());
+    }
+
+    #[test]
+    fn rejected_ids_are_bounded_and_expire() {
+        let mut r = RejectedIds::default();
+        let t0 = Time::from_secs(1_000_000);
+        for i in 0..(REJECTED_MEMORY as u32 + 10) {
+            r.insert(id(i), u64::from(i), t0);
+        }
+        assert_eq!(r.len(), REJECTED_MEMORY);
+        assert_eq!(r.items(Some(REJECTED_MEMORY as u64)).count(), 10);
+        r.expire(t0.plus(REJECTED_TTL));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn refusal_notices() {
+        assert!(is_refusal_notice("ERROR: bad msg: unknown cmd"));
+        assert!(is_refusal_notice("negentropy disabled"));
+        assert!(!is_refusal_notice("hello"));
+    }
+}
