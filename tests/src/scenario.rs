@@ -9,7 +9,7 @@ use grasp_sync_core::{RelayUrl, Time};
 use nostr::event::Event;
 
 use crate::fixtures::{self, announcement, comment, coord, root, state, status, T0};
-use crate::sim::{FakeRelay, Fault, Profile, RefusalStyle, World};
+use crate::sim::{FakeRelay, Fault, Nip77Behaviour, Profile, RefusalStyle, World};
 
 /// SplitMix64, for scenario generation only.
 #[derive(Clone, Debug)]
@@ -71,6 +71,11 @@ pub struct Params {
     pub bootstrap: bool,
     /// Whether the host has a key (NIP-42) and some relays require AUTH.
     pub auth: bool,
+    /// How every relay treats NEG-OPEN; `None` mixes them (answering,
+    /// refusing, silent, dropping, not knowing the verb; some listing 77 in
+    /// NIP-11), drawn from a stream of their own so the rest of the world
+    /// is the same whatever this says.
+    pub nip77: Option<Nip77Behaviour>,
 }
 
 impl Default for Params {
@@ -87,6 +92,7 @@ impl Default for Params {
             churn: true,
             bootstrap: true,
             auth: true,
+            nip77: None,
         }
     }
 }
@@ -111,6 +117,7 @@ pub fn generate(seed: u64, p: &Params) -> World {
     }
     config.auth_enabled = p.auth;
     let mut world = World::new(config, start);
+    let mut nip77_rng = Rand::new(seed ^ 0x6e69_7037_37);
     for i in 0..p.relays {
         let mut profile = Profile {
             page_cap: match rng.below(4) {
@@ -143,6 +150,14 @@ pub fn generate(seed: u64, p: &Params) -> World {
             }
         }
         profile.auth = p.auth && rng.chance(30);
+        profile.nip77 = p.nip77.unwrap_or(match nip77_rng.below(6) {
+            0 | 1 => Nip77Behaviour::Answer,
+            2 => Nip77Behaviour::Refuse,
+            3 => Nip77Behaviour::Silent,
+            4 => Nip77Behaviour::Drop,
+            _ => Nip77Behaviour::Unknown,
+        });
+        profile.lists_nip77 = nip77_rng.chance(40);
         world.add_relay(FakeRelay::new(relay_url(i), profile));
     }
     let created = |rng: &mut Rand| T0 - 1 - rng.below(30 * 24 * 3600);
