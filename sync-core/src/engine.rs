@@ -327,6 +327,7 @@ impl Engine {
                 .into_iter()
                 .map(|r| SavedRelay::of(r, now))
                 .collect(),
+            rejected: self.rejected.entries().collect(),
         }
     }
 
@@ -348,6 +349,10 @@ impl Engine {
         for id in &snapshot.deleted_roots {
             engine.catalog.restore_deleted_root(*id);
         }
+        for (id, created_at, when) in &snapshot.rejected {
+            engine.rejected.insert(*id, *created_at, *when);
+        }
+        engine.rejected.expire(now);
         let mut deltas = Vec::new();
         for repo in snapshot.repos {
             engine

@@ -188,13 +188,12 @@ pub fn is_refusal_notice(message: &str) -> bool {
     [
         "negentropy",
         "neg-",
-        "unknown cmd",
-        "unknown command",
-        "unknown message",
-        "unknown type",
+        "unknown",
         "not supported",
         "unsupported",
         "bad msg",
+        "could not parse",
+        "invalid message",
     ]
     .iter()
     .any(|p| m.contains(p))
@@ -242,6 +241,15 @@ impl RejectedIds {
             .iter()
             .filter(move |(_, (at, _))| since.is_none_or(|s| *at >= s))
             .map(|(id, (at, _))| (*at, *id))
+    }
+
+    /// Every remembered id with its `created_at` and rejection time, oldest
+    /// rejection first (what a snapshot saves; [`RejectedIds::insert`] them
+    /// in this order to restore).
+    pub fn entries(&self) -> impl Iterator<Item = (EventId, u64, Time)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|id| self.by_id.get(id).map(|(at, when)| (*id, *at, *when)))
     }
 
     /// How many ids are remembered.
@@ -386,6 +394,7 @@ mod tests {
     fn refusal_notices() {
         assert!(is_refusal_notice("ERROR: bad msg: unknown cmd"));
         assert!(is_refusal_notice("negentropy disabled"));
+        assert!(is_refusal_notice("unknown or malformed message"));
         assert!(!is_refusal_notice("hello"));
     }
 }

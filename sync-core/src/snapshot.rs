@@ -51,6 +51,10 @@ pub struct Snapshot {
     pub deleted_roots: Vec<EventId>,
     /// Per relay.
     pub relays: Vec<SavedRelay>,
+    /// Ids the store rejected, with `created_at` and when (NIP-77 items),
+    /// oldest first.
+    #[serde(default)]
+    pub rejected: Vec<(EventId, u64, Time)>,
 }
 
 impl Snapshot {

@@ -117,7 +117,7 @@ pub fn generate(seed: u64, p: &Params) -> World {
     }
     config.auth_enabled = p.auth;
     let mut world = World::new(config, start);
-    let mut nip77_rng = Rand::new(seed ^ 0x6e69_7037_37);
+    let mut nip77_rng = Rand::new(seed ^ 0x006e_6970_3737);
     for i in 0..p.relays {
         let mut profile = Profile {
             page_cap: match rng.below(4) {
