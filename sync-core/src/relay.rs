@@ -6,6 +6,14 @@
 //! work ended at EOSE), `pending` (in a historic pack, queued or on the wire)
 //! and the rest. New historic work comes only from
 //! `targets − pending − confirmed − given_up`.
+//!
+//! Historic work goes by NIP-77 (spec section 7) unless the relay is known
+//! not to support it: per filter, the host's local items, NEG-OPEN and
+//! NEG-MSG rounds, NEG-CLOSE, then `{"ids":[…]}` REQs for what we lack.
+//! NEG-ERR, a refusal NOTICE, silence for 10 s or a drop after NEG-OPEN
+//! sends that filter to paged REQ and marks the relay unsupported until the
+//! daily pass probes again. While support is unknown (NIP-11 does not list
+//! 77) one probe runs alone and other packs wait for its verdict.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -151,8 +159,10 @@ struct Auth {
 }
 
 /// A unit of historic work: targets of one layer and the pagination of each
-/// of the layer's filters. The seam for a second method (NIP-77) is here: a
-/// pack is carried out by whatever method the relay supports.
+/// of the layer's filters. A pack is carried out with NIP-77 where the relay
+/// supports it ([`NegJob`], one filter after the other) and with paged REQ
+/// otherwise; a filter that falls back from NIP-77 is paged, the others are
+/// done. Either way the pack's targets are confirmed when every filter is.
 #[derive(Clone, Debug)]
 struct Pack {
     layer: Layer,

@@ -57,6 +57,7 @@
 //! | `relay_last_eose_timestamp_seconds` | `last_eose_timestamp_seconds` | gauge | last EOSE, when present; the total is the newest |
 //! | `relay_frames_received_total` | `frames_received_total` | counter | websocket frames read (I/O) |
 //! | `relay_event_frames_received_total` | `event_frames_received_total` | counter | `EVENT` frames read (I/O) |
+//! | `relay_event_bytes_received_total` | `event_bytes_received_total` | counter | payload bytes of the `EVENT` frames read (I/O) |
 //! | `relay_bytes_received_total` | `bytes_received_total` | counter | text frame payload bytes read (I/O) |
 //! | `relay_bytes_sent_total` | `bytes_sent_total` | counter | text frame payload bytes queued for sending (I/O) |
 //! | `relay_messages_malformed_total` | `messages_malformed_total` | counter | relay messages that could not be parsed (I/O) |
@@ -153,6 +154,8 @@ pub struct RelayIoCounters {
     pub frames_received: u64,
     /// `EVENT` frames read.
     pub event_frames_received: u64,
+    /// Payload bytes of the `EVENT` frames read.
+    pub event_bytes_received: u64,
     /// Payload bytes of the text frames read.
     pub bytes_received: u64,
     /// Payload bytes of the text frames queued for sending.
@@ -178,6 +181,9 @@ impl RelayIoCounters {
         self.event_frames_received = self
             .event_frames_received
             .saturating_add(other.event_frames_received);
+        self.event_bytes_received = self
+            .event_bytes_received
+            .saturating_add(other.event_bytes_received);
         self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
         self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
         self.messages_malformed = self
@@ -648,6 +654,11 @@ const IO_DEFS: &[(&str, &str, IoGetter)] = &[
     ("event_frames_received", "EVENT frames read", |c| {
         c.event_frames_received
     }),
+    (
+        "event_bytes_received",
+        "Payload bytes of the EVENT frames read",
+        |c| c.event_bytes_received,
+    ),
     (
         "bytes_received",
         "Payload bytes of the text frames read",

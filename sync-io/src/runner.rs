@@ -294,6 +294,8 @@ struct Link {
     verifying: HashMap<u64, (SubscriptionId, OwnedSemaphorePermit)>,
     /// Subscriptions we opened and have not closed.
     open_subs: BTreeSet<SubscriptionId>,
+    /// NIP-77 reconciliations we opened and have not closed.
+    open_negs: BTreeSet<SubscriptionId>,
     /// Our AUTH event awaiting its `OK`.
     auth_event: Option<EventId>,
 }
@@ -536,6 +538,7 @@ impl Driver {
                         to_verify: Vec::new(),
                         verifying: HashMap::new(),
                         open_subs: BTreeSet::new(),
+                        open_negs: BTreeSet::new(),
                         auth_event: None,
                     },
                 );
@@ -581,8 +584,12 @@ impl Driver {
                 filter,
                 message,
             } => {
-                let text = ClientMessage::neg_open(subscription, filter, message).as_json();
-                self.send(&relay, text);
+                let text = ClientMessage::neg_open(subscription.clone(), filter, message).as_json();
+                if self.send(&relay, text) {
+                    if let Some(link) = self.links.get_mut(&relay) {
+                        link.open_negs.insert(subscription);
+                    }
+                }
             }
             Command::NegMsg {
                 relay,
@@ -601,10 +608,13 @@ impl Driver {
                 subscription,
             } => {
                 let text = ClientMessage::NegClose {
-                    subscription_id: Cow::Owned(subscription),
+                    subscription_id: Cow::Borrowed(&subscription),
                 }
                 .as_json();
                 self.send(&relay, text);
+                if let Some(link) = self.links.get_mut(&relay) {
+                    link.open_negs.remove(&subscription);
+                }
             }
         }
     }
@@ -763,6 +773,8 @@ impl Driver {
                 let counters = self.io.relay(&relay);
                 counters.frames_received += 1;
                 counters.event_frames_received += 1;
+                counters.event_bytes_received =
+                    counters.event_bytes_received.saturating_add(bytes as u64);
                 counters.bytes_received = counters.bytes_received.saturating_add(bytes as u64);
                 let verdict = match self.engine.check_event(&relay, &subscription, &event) {
                     EventCheck::Accepted(_) => match self.seen.get(&event.id) {
@@ -1043,6 +1055,9 @@ impl Driver {
                 message,
             } => {
                 tracing::debug!(relay = relay.as_str(), sub = %subscription, %message, "NEG-ERR");
+                if let Some(link) = self.links.get_mut(relay) {
+                    link.open_negs.remove(&subscription);
+                }
                 self.input(Input::NegErr {
                     relay,
                     subscription: &subscription,
@@ -1139,6 +1154,12 @@ impl Driver {
                         .conn
                         .outgoing
                         .try_send(Outgoing::Text(ClientMessage::close(sub.clone()).as_json()));
+                }
+                for sub in &link.open_negs {
+                    let close = ClientMessage::NegClose {
+                        subscription_id: Cow::Borrowed(sub),
+                    };
+                    let _ = link.conn.outgoing.try_send(Outgoing::Text(close.as_json()));
                 }
             }
             closing.push(link.conn.close_and_wait(Duration::from_secs(2)));
