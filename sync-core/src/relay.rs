@@ -3293,6 +3293,10 @@ mod tests {
         fetched: Vec<EventId>,
         neg_opens: usize,
         paged_reqs: usize,
+        /// `{"ids":…}` REQs received.
+        id_reqs: usize,
+        /// Lists its events in NEG-MSG but sends none when asked by id.
+        withhold: bool,
         open_negs: BTreeMap<SubscriptionId, Filter>,
     }
 
@@ -3305,6 +3309,8 @@ mod tests {
                 fetched: Vec::new(),
                 neg_opens: 0,
                 paged_reqs: 0,
+                id_reqs: 0,
+                withhold: false,
                 open_negs: BTreeMap::new(),
             }
         }
@@ -3392,7 +3398,9 @@ mod tests {
                         ..
                     } => {
                         let by_id = filters.iter().all(|f| f.ids.is_some());
-                        if !by_id {
+                        if by_id {
+                            self.id_reqs += 1;
+                        } else {
                             self.paged_reqs += 1;
                         }
                         let mut out = Vec::new();
@@ -3400,9 +3408,10 @@ mod tests {
                             .theirs
                             .iter()
                             .filter(|e| {
-                                filters.iter().any(|f| {
-                                    f.match_event(e, nostr::filter::MatchEventOptions::new())
-                                })
+                                !(by_id && self.withhold)
+                                    && filters.iter().any(|f| {
+                                        f.match_event(e, nostr::filter::MatchEventOptions::new())
+                                    })
                             })
                             .cloned()
                             .collect();
@@ -3614,6 +3623,28 @@ mod tests {
         w.serve(&mut rig, first);
         assert_eq!(w.fetched.len(), 29);
         assert!(!w.fetched.contains(&theirs[3].id));
+    }
+
+    #[test]
+    fn nip77_ids_the_relay_withholds_count_as_received_once() {
+        let theirs = repo_events(250);
+        let mut rig = Rig::new(1, |c| {
+            c.nip77 = true;
+            c.default_budget.max_values_per_filter = 100;
+            c.default_budget.max_filters_per_req = 2;
+        });
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs, Vec::new(), NegMode::Answer);
+        w.withhold = true;
+        w.serve(&mut rig, first);
+        let rs = &rig.e.status().relays[0];
+        assert!(w.fetched.is_empty());
+        assert_eq!(rs.pending, 0, "no retry loop: the pass ended");
+        assert_eq!(rs.confirmed, rs.targets);
+        // 250 ids of the #a filter: 3 filters of ≤ 100 ids, 2 per REQ.
+        assert_eq!(rs.stats.reconcile_ids_needed, 250);
+        assert_eq!(w.id_reqs, 2, "each id asked once, within the budget");
+        assert_eq!(w.paged_reqs, 0);
     }
 
     #[test]

@@ -1573,6 +1573,41 @@ mod tests {
         assert_eq!(ids(&got).len(), got.len());
     }
 
+    /// The local relay answers the NIP-77 items request: every matching
+    /// event's id and `created_at`, read through a page cap, nothing else.
+    #[tokio::test]
+    async fn negentropy_items_read_every_match_through_a_page_cap() {
+        let port = free_port().await;
+        let db = relay_db();
+        let _relay = start_relay(port, &db, Some(50)).await;
+        let k = keys(6);
+        let issues: Vec<Event> = (0..180u64)
+            .map(|i| signed(&k, 1621, 1_600_000_000 + i / 3, &format!("issue {i}")))
+            .collect();
+        for ev in &issues {
+            put_direct(&db, ev).await;
+        }
+        put_direct(&db, &signed(&k, 1, 1_600_000_100, "a note")).await;
+        let sink = RelaySink::start_with(url(port), net(), fast());
+        let items = tokio::time::timeout(
+            WAIT,
+            EventStore::negentropy_items(&sink, Filter::new().kind(Kind::from(1621u16))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let mut got: Vec<(EventId, Timestamp)> = items;
+        got.sort();
+        let mut want: Vec<(EventId, Timestamp)> =
+            issues.iter().map(|e| (e.id, e.created_at)).collect();
+        want.sort();
+        assert_eq!(got, want);
+        sink.close().await.unwrap();
+        assert!(EventStore::negentropy_items(&sink, Filter::new())
+            .await
+            .is_err());
+    }
+
     #[tokio::test]
     async fn paging_past_a_crowded_second_terminates() {
         let port = free_port().await;
