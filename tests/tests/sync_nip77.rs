@@ -58,6 +58,11 @@ async fn restart_for_a_full_pass(sync: &mut SyncUnderTest) {
 /// we are away, the next full pass receives exactly those 10.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_relay_resync_costs_only_what_changed() {
+    // `RUST_LOG=grasp_sync_io=debug` shows the frames' story.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let relay = LocalRelayHarness::start().await;
     let mut ds = dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
