@@ -24,6 +24,24 @@ use crate::types::Time;
 /// value strfry and nostr-sdk use (128 KiB halved for hex, minus JSON overhead).
 pub const FRAME_SIZE_LIMIT: u64 = 60_000;
 
+/// The smallest frame size limit the negentropy crate accepts.
+pub const MIN_FRAME_SIZE_LIMIT: u64 = 4096;
+
+/// The frame size limit for a reconciliation of `filter` with a relay that
+/// takes messages of at most `max_message_length` bytes (NIP-11): our
+/// messages are hex (twice the bytes) inside a JSON frame that also carries
+/// the filter. Never above [`FRAME_SIZE_LIMIT`] nor below the crate's minimum.
+pub fn frame_size_limit(max_message_length: Option<u32>, filter: &Filter) -> u64 {
+    match max_message_length {
+        None => FRAME_SIZE_LIMIT,
+        Some(max) => {
+            let overhead = filter.as_json().len() as u64 + 200;
+            (u64::from(max).saturating_sub(overhead) / 2)
+                .clamp(MIN_FRAME_SIZE_LIMIT, FRAME_SIZE_LIMIT)
+        }
+    }
+}
+
 /// How long a NEG-OPEN or NEG-MSG may go unanswered before the filter falls
 /// back to paged REQ.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +94,7 @@ pub struct Reconciler {
     storage: NegentropyStorageVector,
     need: BTreeSet<EventId>,
     rounds: u32,
+    frame_limit: u64,
 }
 
 impl Reconciler {
@@ -90,11 +109,19 @@ impl Reconciler {
             storage,
             need: BTreeSet::new(),
             rounds: 0,
+            frame_limit: FRAME_SIZE_LIMIT,
         })
     }
 
+    /// Builds our messages within `limit` bytes (before hex), clamped to
+    /// what the crate accepts (see [`frame_size_limit`]).
+    pub fn with_frame_limit(mut self, limit: u64) -> Self {
+        self.frame_limit = limit.clamp(MIN_FRAME_SIZE_LIMIT, FRAME_SIZE_LIMIT);
+        self
+    }
+
     fn engine(&self) -> Result<Negentropy<'_, NegentropyStorageVector>, Nip77Error> {
-        Ok(Negentropy::borrowed(&self.storage, FRAME_SIZE_LIMIT)?)
+        Ok(Negentropy::borrowed(&self.storage, self.frame_limit)?)
     }
 
     /// The initial message (hex) for NEG-OPEN.
@@ -388,6 +415,24 @@ mod tests {
         assert_eq!(r.items(Some(REJECTED_MEMORY as u64)).count(), 10);
         r.expire(t0.plus(REJECTED_TTL));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn frame_limits_follow_the_relays_message_limit() {
+        let f = Filter::new().kinds([nostr::event::Kind::Custom(1621)]);
+        assert_eq!(frame_size_limit(None, &f), FRAME_SIZE_LIMIT);
+        assert_eq!(frame_size_limit(Some(1 << 20), &f), FRAME_SIZE_LIMIT);
+        let small = frame_size_limit(Some(32_768), &f);
+        assert!(small < 16_384 && small > 15_000, "{small}");
+        assert_eq!(frame_size_limit(Some(100), &f), MIN_FRAME_SIZE_LIMIT);
+        // Messages stay within the limit (hex is twice the bytes).
+        let theirs: Vec<(u64, EventId)> = (0..20_000).map(|i| (i as u64, id(i))).collect();
+        let mut r = Reconciler::new([]).unwrap().with_frame_limit(small);
+        let first = r.initiate().unwrap();
+        let answer = respond(theirs.iter().copied(), &first).unwrap();
+        if let Some(next) = r.reconcile(&answer).unwrap() {
+            assert!(next.len() as u64 <= 2 * small, "{}", next.len());
+        }
     }
 
     #[test]

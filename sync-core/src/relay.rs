@@ -2376,8 +2376,13 @@ impl Relay {
             .iter()
             .copied()
             .chain(ctx.rejected.items(job.pack.since));
-        let started = Reconciler::new(ours).and_then(|r| Ok((r.initiate()?, r)));
         let filter = Self::neg_filter(&job.pack, job.filter);
+        let limit = filter.as_ref().map_or(nip77::FRAME_SIZE_LIMIT, |f| {
+            nip77::frame_size_limit(self.info.as_ref().and_then(|i| i.max_message_length), f)
+        });
+        let started = Reconciler::new(ours)
+            .map(|r| r.with_frame_limit(limit))
+            .and_then(|r| Ok((r.initiate()?, r)));
         match (started, filter) {
             (Ok((message, reconciler)), Some(filter)) => {
                 self.next_sub += 1;
