@@ -1905,6 +1905,19 @@ impl Relay {
             ) => p.to_owned(),
             _ => "other".to_owned(),
         };
+        let held = self.active.contains_key(sub)
+            || self.live.iter().any(|g| g.open && g.sub == *sub)
+            || self
+                .neg_jobs
+                .iter()
+                .any(|j| j.neg_sub() == Some(sub) || j.fetch_sub() == Some(sub));
+        if !held && reason != "rate-limited" {
+            // Some relays (rust-nostr's LocalRelay) acknowledge our CLOSE
+            // with a CLOSED: not a refusal of anything we hold.
+            self.unanswered.retain(|s| s != sub);
+            self.stats.stale_inputs += 1;
+            return;
+        }
         self.refuse(sub, &reason, now, ctx);
     }
 
@@ -3650,6 +3663,17 @@ mod tests {
         assert_eq!(rs.stats.reconcile_ids_needed, 250);
         assert_eq!(w.id_reqs, 2, "each id asked once, within the budget");
         assert_eq!(w.paged_reqs, 0);
+    }
+
+    #[test]
+    fn a_closed_acknowledging_our_close_is_not_a_refusal() {
+        let mut rig = Rig::new(1, |_| {});
+        rig.connect();
+        let gone = SubscriptionId::new("hist-999");
+        rig.closed(&gone, "");
+        let st = &rig.e.status().relays[0];
+        assert!(st.stats.refusals.is_empty(), "{:?}", st.stats.refusals);
+        assert_eq!(st.stats.stale_inputs, 1);
     }
 
     #[test]

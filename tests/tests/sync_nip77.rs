@@ -74,6 +74,7 @@ async fn local_relay_resync_costs_only_what_changed() {
     assert_eq!(st.nip77, Nip77Support::Supported, "{st:#?}");
     assert!(st.stats.reconciliations > 0);
     assert_eq!(st.stats.reconcile_fallbacks, 0, "{st:#?}");
+    assert!(st.stats.refusals.is_empty(), "{st:#?}");
     let first = io_of(&sync, &relay.url()).await;
     assert!(first.event_frames_received > 0);
     eprintln!(
