@@ -61,6 +61,14 @@ pub enum CliError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The AUTH key file is unreadable or holds no secret key.
+    #[error("auth key file {path}: {reason}")]
+    AuthKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The `--log` filter does not parse.
     #[error("log filter {filter:?}: {reason}")]
     LogFilter {
@@ -124,6 +132,7 @@ impl CliError {
             | CliError::MissingDomain
             | CliError::ConfigFile { .. }
             | CliError::LogFilter { .. }
+            | CliError::AuthKey { .. }
             | CliError::NoState { .. }
             | CliError::State(_)
             | CliError::BadStateFile { .. } => EXIT_USAGE,

@@ -111,7 +111,10 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches) -> Result<ExitCode, CliError>
                 .subcommand_matches("run")
                 .ok_or_else(|| CliError::Setup("no run arguments".into()))?;
             let settings = run::settings(args, sub)?;
-            init_logging(cli.log.as_deref().or(settings.log.as_deref()), "info")?;
+            init_logging(
+                cli.log.as_deref().or(settings.log.as_deref()),
+                "info,nostr_lmdb=warn",
+            )?;
             run::run(args, settings)
         }
         Command::Demo(args) => {

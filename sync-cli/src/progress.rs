@@ -178,6 +178,17 @@ fn give_up_name(reason: &grasp_sync_core::GiveUpReason) -> String {
         .unwrap_or_else(|| format!("{reason:?}"))
 }
 
+impl RelaySummary {
+    /// ` (connection state)` when it says more than the outcome.
+    fn state_note(&self) -> String {
+        if self.outcome == Outcome::Syncing && self.state != "syncing" {
+            format!(" ({})", self.state)
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// The last report of a run, saved beside the state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -417,10 +428,10 @@ fn log_line(report: &Report) {
     );
     for r in with_targets.iter().filter(|r| r.outcome != Outcome::Synced) {
         tracing::info!(
-            "  {}: {} ({}), {}/{} targets, {} events stored",
+            "  {}: {}{}, {}/{} targets confirmed, {} events stored",
             r.url,
             r.outcome.as_str(),
-            r.state,
+            r.state_note(),
             r.confirmed,
             r.targets,
             r.events_stored
@@ -448,11 +459,9 @@ impl View {
     }
 
     fn style() -> ProgressStyle {
-        ProgressStyle::with_template(
-            "{prefix:<28!} [{bar:24.cyan/blue}] {pos:>5}/{len:<5} targets  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
+        ProgressStyle::with_template("{prefix:<22!} [{bar:14.cyan/blue}] {pos:>4}/{len:<4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
     }
 
     fn update(&mut self, report: &Report, status: &Status) {
@@ -465,7 +474,7 @@ impl View {
             bar
         });
         total.set_message(format!(
-            "{} repos, {} root events; {} events stored, {} received",
+            "historic sync: {} repos, {} root events; {} events stored, {} received",
             report.repos, report.roots, status.totals.events_stored, status.totals.events_received
         ));
         for r in report.relays.iter().filter(|r| r.targets > 0) {
@@ -478,10 +487,8 @@ impl View {
             bar.set_length(r.targets as u64);
             bar.set_position(r.confirmed as u64);
             let given_up: usize = r.given_up.values().sum();
-            let mut msg = format!("{:<11} {} stored", r.outcome.as_str(), r.events_stored);
-            if r.outcome == Outcome::Syncing {
-                msg.push_str(&format!(" ({})", r.state));
-            }
+            let mut msg = format!("{} {} stored", r.outcome.as_str(), r.events_stored);
+            msg.push_str(&r.state_note());
             if given_up > 0 {
                 msg.push_str(&format!(", {given_up} given up"));
             }

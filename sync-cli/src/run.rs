@@ -54,6 +54,11 @@ pub struct RunArgs {
     )]
     pub bootstrap: Vec<RelayUrl>,
 
+    /// File holding the secret key (hex or nsec) used to answer NIP-42
+    /// AUTH challenges; without one, relays that require AUTH are given up.
+    #[arg(long, value_name = "FILE", env = "GRASP_SYNC_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (for example
     /// 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR", env = "GRASP_SYNC_METRICS")]

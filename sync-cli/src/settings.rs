@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use grasp_sync_core::{RelayUrl, ServiceId, Timing};
 use grasp_sync_io::IoConfig;
+use nostr::key::Keys;
 use serde::Deserialize;
 
 use crate::error::CliError;
@@ -46,6 +47,7 @@ pub struct FileConfig {
     local_relay: Option<String>,
     bootstrap: Option<Vec<String>>,
     metrics: Option<String>,
+    auth_key_file: Option<PathBuf>,
     once: Option<bool>,
     max_connect_failures: Option<u32>,
     progress: Option<ProgressMode>,
@@ -98,6 +100,8 @@ pub struct RunSettings {
     pub max_connect_failures: u32,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// The file the AUTH key was read from.
+    pub auth_key_file: Option<PathBuf>,
     /// The log filter from the file (flags and environment are read in
     /// `main`).
     pub log: Option<String>,
@@ -118,6 +122,7 @@ impl RunSettings {
             "local_relay": self.local_relay.as_ref().map(ToString::to_string),
             "bootstrap": e.bootstrap.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "metrics": self.io.metrics_addr.map(|a| a.to_string()),
+            "auth_key_file": self.auth_key_file.as_ref().map(|p| p.display().to_string()),
             "once": self.once,
             "max_connect_failures": self.max_connect_failures,
             "progress": format!("{:?}", self.progress).to_lowercase(),
@@ -249,8 +254,12 @@ pub fn resolve(args: &RunArgs, matches: &ArgMatches) -> Result<RunSettings, CliE
         file.progress.unwrap_or(args.progress)
     };
 
+    let auth_key_file = args.auth_key_file.clone().or(file.auth_key_file);
     let mut io = IoConfig::new(engine);
     io.metrics_addr = metrics;
+    if let Some(path) = &auth_key_file {
+        io.auth_keys = Some(load_auth_key(path)?);
+    }
     io.state_file = Some(data_dir.join(STATE_FILE));
     if let Some(s) = &file.snapshot_interval {
         io.snapshot_interval = parse_duration(s).map_err(|r| bad("snapshot_interval", r))?;
@@ -265,8 +274,19 @@ pub fn resolve(args: &RunArgs, matches: &ArgMatches) -> Result<RunSettings, CliE
             .or(file.max_connect_failures)
             .unwrap_or(DEFAULT_MAX_CONNECT_FAILURES),
         progress,
+        auth_key_file,
         log: file.log,
     })
+}
+
+/// Reads a secret key (hex or `nsec1…`) from `path`.
+fn load_auth_key(path: &Path) -> Result<Keys, CliError> {
+    let err = |reason: String| CliError::AuthKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    Keys::parse(text.trim()).map_err(|e| err(format!("not a secret key (hex or nsec): {e}")))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

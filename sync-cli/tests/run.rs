@@ -412,3 +412,32 @@ fn unknown_flag_on_run_is_rejected() {
         .code(2)
         .stderr(predicate::str::contains("--frobnicate"));
 }
+
+#[test]
+fn auth_key_file_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = write(
+        tmp.path(),
+        "auth.key",
+        "0000000000000000000000000000000000000000000000000000000000000001\n",
+    );
+    let doc = print_config(
+        bin()
+            .env("GRASP_SYNC_DOMAIN", "a.example")
+            .env("GRASP_SYNC_AUTH_KEY_FILE", &good),
+    );
+    assert_eq!(doc["auth_key_file"], good.as_str());
+    let bad = write(tmp.path(), "bad.key", "not a key\n");
+    bin()
+        .args([
+            "run",
+            "--print-config",
+            "--domain",
+            "a.example",
+            "--auth-key-file",
+            &bad,
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a secret key"));
+}
