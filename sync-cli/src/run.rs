@@ -2,7 +2,7 @@
 //!
 //! Opens the store (the embedded database in the data directory, or the
 //! service's own relay with `--local-relay`), starts the
-//! [`Runner`](grasp_sync_io::Runner) with the state file in the data
+//! [`Runner`] with the state file in the data
 //! directory, shows progress, and runs until SIGINT/SIGTERM, or with
 //! `--once` until the historic sync of every relay is finished.
 

@@ -10,6 +10,7 @@ use std::process::Output;
 use assert_cmd::Command;
 use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_tests::relays::client::free_port;
+use grasp_sync_tests::relays::hostile::HostileRelay;
 use grasp_sync_tests::relays::local::LocalRelayHarness;
 use grasp_sync_tests::signed::Dataset;
 use nostr::event::EventId;
@@ -184,6 +185,43 @@ async fn run_once_with_unreachable_relay_fails_with_summary() {
     assert!(dead_row.contains("unreachable"), "{dead_row}");
     let ok_row = text.lines().find(|l| l.starts_with(&relay.url())).unwrap();
     assert!(ok_row.contains("synced"), "{ok_row}");
+}
+
+/// A relay that never answers a REQ: the engine gives its targets up after
+/// its retries, and `run --once` ends with 3 and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_with_silent_relay_reports_given_up() {
+    let relay = LocalRelayHarness::start().await;
+    let silent = HostileRelay::builder().silent().start().await;
+    let ds = small_dataset(&[relay.url(), silent.url()]);
+    relay.insert(ds.events()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(
+        tmp.path(),
+        "fast.toml",
+        &FAST.replace(
+            "historic_timeout = \"5s\"",
+            "historic_timeout = \"400ms\"\nhistoric_max_attempts = 2",
+        ),
+    );
+
+    let mut cmd = bin();
+    cmd.args(["run", "--domain", SERVICE, "--once", "--config", &config])
+        .args(["--bootstrap", &relay.url()])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"));
+    let out = output(cmd).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&silent.url()))
+        .unwrap_or_else(|| panic!("no row for the silent relay: {text}"));
+    assert!(row.contains("given up"), "{row}");
+    assert!(
+        text.contains(&format!("{}: given up", silent.url())),
+        "{text}"
+    );
 }
 
 /// The demo syncs everything and exits 0.
