@@ -102,6 +102,12 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
+    if let Some(dir) = &args.data_dir {
+        // Old data would name the relays of an earlier demo, long gone.
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(CliError::DemoDirNotEmpty(dir.clone()));
+        }
+    }
     let started = Instant::now();
     let relays = [
         (
@@ -171,7 +177,7 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
         relay.load(part).await;
     }
 
-    let (_temp, dir) = match &args.data_dir {
+    let (temp, dir) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
         None => {
             let temp = tempfile::Builder::new()
@@ -221,7 +227,15 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
             part.len()
         );
     }
-    println!("Syncing into {} ...", dir.display());
+    println!(
+        "Syncing into {}{} ...",
+        dir.display(),
+        if temp.is_some() {
+            " (removed at exit)"
+        } else {
+            ""
+        }
+    );
 
     let runner = Runner::start(config.clone(), store.clone()).await?;
     let opts = WatchOptions {

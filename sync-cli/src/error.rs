@@ -86,6 +86,9 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    /// `demo --data-dir` names a directory that already holds something.
+    #[error("--data-dir {}: not empty; the demo needs a new or empty directory", .0.display())]
+    DemoDirNotEmpty(PathBuf),
     /// There is no saved state to show.
     #[error("no saved state in {dir}: {file} does not exist (has `grasp-sync run --data-dir {dir}` run yet?)")]
     NoState {
@@ -133,6 +136,7 @@ impl CliError {
             | CliError::ConfigFile { .. }
             | CliError::LogFilter { .. }
             | CliError::AuthKey { .. }
+            | CliError::DemoDirNotEmpty(_)
             | CliError::NoState { .. }
             | CliError::State(_)
             | CliError::BadStateFile { .. } => EXIT_USAGE,

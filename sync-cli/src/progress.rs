@@ -404,7 +404,8 @@ pub async fn watch(runner: &RunnerHandle, opts: &WatchOptions) -> (WatchEnd, Opt
     if let (Some(path), Some(report)) = (&opts.report_file, &last) {
         report.save(path);
     }
-    if !opts.bars {
+    // The closing line, unless the loop just wrote one.
+    if !opts.bars && last_log.elapsed() >= Duration::from_millis(500) {
         if let Some(report) = &last {
             log_line(report);
         }

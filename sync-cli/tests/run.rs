@@ -235,6 +235,18 @@ fn demo_syncs_everything() {
         .stdout(predicate::str::contains("stored: 0."));
 }
 
+#[test]
+fn demo_wants_an_empty_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "leftover", "x");
+    bin()
+        .args(["demo", "--data-dir"])
+        .arg(tmp.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not empty"));
+}
+
 fn print_config(cmd: &mut Command) -> Value {
     let out = cmd.args(["run", "--print-config"]).output().unwrap();
     assert!(
