@@ -146,6 +146,8 @@ pub struct RelaySummary {
     pub events_stored: u64,
     /// Refusals (`CLOSED`/`NOTICE`) by reason.
     pub refusals: BTreeMap<String, u64>,
+    /// The last EOSE received (Unix seconds): when history last came in.
+    pub last_eose: Option<u64>,
 }
 
 impl RelaySummary {
@@ -167,6 +169,7 @@ impl RelaySummary {
             events_received: r.stats.events_received,
             events_stored: r.stats.events_stored,
             refusals: r.stats.refusals.clone(),
+            last_eose: r.stats.last_eose.map(|t| t.as_secs()),
         }
     }
 }

@@ -234,6 +234,7 @@ pub fn text(doc: &StatusDoc) -> String {
                 r.confirmed.to_string(),
                 run.map_or_else(dash, |s| s.targets.to_string()),
                 when(r.last_connected),
+                when(run.and_then(|s| s.last_eose)),
                 when(last_event),
                 if r.dead {
                     format!("{} (dead)", r.failures)
@@ -253,6 +254,7 @@ pub fn text(doc: &StatusDoc) -> String {
             "CONFIRMED",
             "TARGETS",
             "LAST CONNECTED",
+            "LAST EOSE",
             "NEWEST EVENT",
             "FAILURES",
             "NEXT RESYNC",

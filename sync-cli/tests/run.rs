@@ -150,6 +150,7 @@ async fn run_once_then_status() {
     assert_eq!(r["url"], relay.url());
     assert!(r["last_connected"].as_u64().is_some());
     assert_eq!(r["last_run"]["outcome"], "synced");
+    assert!(r["last_run"]["last_eose"].as_u64().is_some(), "{r}");
     assert_eq!(r["confirmed"], r["last_run"]["targets"]);
     assert!(r["confirmed"].as_u64().unwrap() > 2, "{r}");
     assert_eq!(r["failures"], 0);
