@@ -524,6 +524,8 @@ impl View {
         }
         if self.enabled {
             bars().set_draw_target(ProgressDrawTarget::hidden());
+            // The bars leave the cursor at the end of the last one.
+            eprintln!();
         }
     }
 }
