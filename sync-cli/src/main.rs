@@ -44,7 +44,7 @@ use crate::error::CliError;
 struct Cli {
     /// Log filter in `RUST_LOG` syntax (`info`, `debug`,
     /// `grasp_sync_io=debug,info`, ...); defaults to RUST_LOG, then `info`
-    /// (`warn` for `plan` and `status`).
+    /// for `run` and `demo`, `warn` for `plan` and `status`.
     #[arg(long, global = true, value_name = "FILTER", env = "GRASP_SYNC_LOG")]
     log: Option<String>,
 
