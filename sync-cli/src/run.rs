@@ -139,7 +139,7 @@ async fn run_async(settings: RunSettings) -> Result<ExitCode, CliError> {
     );
     let runner = Runner::start(settings.io.clone(), store).await?;
     if let Some(addr) = runner.metrics_addr() {
-        eprintln!("grasp-sync: metrics at http://{addr}/metrics");
+        tracing::info!("metrics at http://{addr}/metrics");
     }
     let batch_delay = settings.io.engine.timing.batch_delay;
     let opts = WatchOptions {

@@ -156,6 +156,36 @@ async fn run_once_then_status() {
     assert_eq!(r["failures"], 0);
 }
 
+/// `--local-relay`: the events go into the service's own relay (which
+/// holds the hosted announcements), not into a database; the state file
+/// is still kept in the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_feeds_the_local_relay() {
+    let remote = LocalRelayHarness::start().await;
+    let ours = LocalRelayHarness::start().await;
+    let ds = small_dataset(&[remote.url()]);
+    remote.insert(ds.events()).await;
+    let hosted: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();
+    ours.insert(&hosted).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(tmp.path(), "fast.toml", FAST);
+    let data = tmp.path().join("data");
+
+    let mut cmd = bin();
+    cmd.args(["run", "--domain", SERVICE, "--once", "--config", &config])
+        .args(["--local-relay", &ours.url()])
+        .arg("--data-dir")
+        .arg(&data);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(ours.missing(&ds.expected()).await.is_empty());
+    for id in ds.unrelated() {
+        assert_eq!(ours.missing(&BTreeSet::from([id])).await.len(), 1);
+    }
+    assert!(data.join("state.json").exists());
+    assert!(!data.join("db").exists(), "a database was opened");
+}
+
 /// A relay that cannot be reached: `run --once` ends with 3 and a table
 /// naming it, after the reachable relay was synced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
