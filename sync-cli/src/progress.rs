@@ -529,3 +529,71 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use grasp_sync_core::relay::RelayStats;
+    use grasp_sync_core::{Budget, GiveUpReason, RelayState, RelayStatus, RelayUrl};
+
+    use super::Outcome;
+
+    fn relay(state: RelayState, targets: usize, confirmed: usize, pending: usize) -> RelayStatus {
+        RelayStatus {
+            url: RelayUrl::parse("wss://relay.example").unwrap(),
+            state,
+            bootstrap: false,
+            targets,
+            repos: 0,
+            roots: 0,
+            confirmed,
+            pending,
+            given_up: BTreeMap::new(),
+            open_subscriptions: 0,
+            queued_batches: 0,
+            live_uncovered: 0,
+            budget: Budget::default(),
+            learned_max_subscriptions: None,
+            failures: 0,
+            retry_at: None,
+            cooldown_until: None,
+            last_connected: None,
+            next_resync: None,
+            last_event_at: BTreeMap::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        use RelayState::*;
+        assert_eq!(Outcome::of(&relay(Live, 0, 0, 0), 5), Outcome::Idle);
+        assert_eq!(Outcome::of(&relay(Live, 4, 4, 0), 5), Outcome::Synced);
+        assert_eq!(Outcome::of(&relay(Syncing, 4, 2, 2), 5), Outcome::Syncing);
+        // Targets added but not yet scheduled (batch delay): still working.
+        assert_eq!(Outcome::of(&relay(Live, 4, 2, 0), 5), Outcome::Syncing);
+
+        let mut gave_up = relay(Live, 4, 2, 0);
+        gave_up.given_up.insert(GiveUpReason::Unresponsive, 2);
+        assert_eq!(Outcome::of(&gave_up, 5), Outcome::GivenUp);
+        gave_up.pending = 1;
+        assert_eq!(Outcome::of(&gave_up, 5), Outcome::Syncing, "work left");
+
+        let mut failing = relay(Disconnected, 4, 0, 4);
+        failing.failures = 4;
+        assert_eq!(Outcome::of(&failing, 5), Outcome::Syncing);
+        failing.failures = 5;
+        assert_eq!(Outcome::of(&failing, 5), Outcome::Unreachable);
+        failing.state = Connecting;
+        assert_eq!(Outcome::of(&failing, 5), Outcome::Unreachable);
+        failing.state = Syncing;
+        assert_eq!(
+            Outcome::of(&failing, 5),
+            Outcome::Syncing,
+            "connected again"
+        );
+        assert!(Outcome::GivenUp.is_failure() && Outcome::Unreachable.is_failure());
+        assert!(!Outcome::Syncing.is_final());
+    }
+}
