@@ -111,10 +111,12 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches) -> Result<ExitCode, CliError>
                 .subcommand_matches("run")
                 .ok_or_else(|| CliError::Setup("no run arguments".into()))?;
             let settings = run::settings(args, sub)?;
-            init_logging(
-                cli.log.as_deref().or(settings.log.as_deref()),
-                "info,nostr_lmdb=warn",
-            )?;
+            // The environment (RUST_LOG too) beats the file.
+            let from_file = match std::env::var_os("RUST_LOG") {
+                Some(_) => None,
+                None => settings.log.as_deref(),
+            };
+            init_logging(cli.log.as_deref().or(from_file), "info,nostr_lmdb=warn")?;
             run::run(args, settings)
         }
         Command::Demo(args) => {
