@@ -224,8 +224,8 @@ fn main() {
         build.elapsed().as_secs_f64()
     );
     println!(
-        "{:>5} {:>11} {:>10} {:>10} {:>9} {:>10} {:>8}",
-        "hour", "heap MiB", "commands", "stored", "restarts", "violations", "wall s"
+        "{:>5} {:>9} {:>11} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "hour", "heap MiB", "engine MiB", "commands", "stored", "restarts", "violations", "wall s"
     );
     let started = Instant::now();
     let start = world.now;
@@ -235,13 +235,15 @@ fn main() {
     for h in 1..=a.hours {
         world.run_until(start.plus(Duration::from_secs(3600 * h)));
         let live = LIVE.load(Ordering::Relaxed);
-        heap.push(live);
+        let engine = engine_bytes(&world);
+        heap.push((live, engine));
         let violations =
             world.violations.len() + world.oracle.as_ref().map_or(0, |o| o.violations().len());
         println!(
-            "{:>5} {:>11.1} {:>10} {:>10} {:>9} {:>10} {:>8.1}",
+            "{:>5} {:>9.1} {:>11.1} {:>10} {:>10} {:>9} {:>10} {:>8.1}",
             h,
             mib(live),
+            mib(engine),
             world.stats.commands - last_commands,
             world.stats.stored,
             world.stats.restarts,
@@ -254,7 +256,42 @@ fn main() {
     report(&world, &heap, started.elapsed());
 }
 
-fn report(world: &World, heap: &[usize], wall: Duration) {
+/// The engine's own heap: what a deep copy of it allocates (the world's
+/// relays, store and queues excluded).
+fn engine_bytes(world: &World) -> usize {
+    let before = LIVE.load(Ordering::Relaxed);
+    let copy = world.engine.clone();
+    let bytes = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    drop(copy);
+    bytes
+}
+
+/// Heap figures after warm-up: (at the end of warm-up, lowest, highest, last).
+fn after_warm_up(series: &[usize]) -> (usize, usize, usize, usize) {
+    let warm = (WARM_UP_HOURS as usize).min(series.len()).saturating_sub(1);
+    let after = &series[warm..];
+    (
+        series[warm],
+        after.iter().copied().min().unwrap_or(0),
+        after.iter().copied().max().unwrap_or(0),
+        after.last().copied().unwrap_or(0),
+    )
+}
+
+fn print_memory(what: &str, series: &[usize]) {
+    let (warm, lo, hi, last) = after_warm_up(series);
+    println!(
+        "{what}: {:.1} MiB at hour {}, {:.1}-{:.1} MiB after, {:.1} MiB at the end ({:+.1} % after warm-up)",
+        mib(warm),
+        (WARM_UP_HOURS as usize).min(series.len()),
+        mib(lo),
+        mib(hi),
+        mib(last),
+        (hi as f64 - warm as f64) / warm.max(1) as f64 * 100.0
+    );
+}
+
+fn report(world: &World, heap: &[(usize, usize)], wall: Duration) {
     let status = world.engine.status();
     let urls: Vec<_> = world.relays.keys().cloned().collect();
     let converged = urls.iter().filter(|u| world.converged(u)).count();
@@ -269,27 +306,34 @@ fn report(world: &World, heap: &[usize], wall: Duration) {
         urls.len(),
         status.repos
     );
+    for url in urls.iter().filter(|u| !world.converged(u)).take(10) {
+        if let Some(r) = world.engine.relay_status(url) {
+            println!(
+                "  not converged: {url}: {:?}, {} targets, {} confirmed, {} pending, {} queued, given up {:?}, {} failures, next re-sync {:?}",
+                r.state,
+                r.targets,
+                r.confirmed,
+                r.pending,
+                r.queued_batches,
+                r.given_up,
+                r.failures,
+                r.next_resync.map(|t| t.as_secs())
+            );
+        }
+    }
     println!(
         "events: {} stored, {} expected ({} missing)",
         stored,
         stored + missing.len(),
         missing.len()
     );
-    let warm = (WARM_UP_HOURS as usize).min(heap.len()) - 1;
-    let after: &[usize] = &heap[warm..];
-    let (lo, hi) = (
-        after.iter().copied().min().unwrap_or(0),
-        after.iter().copied().max().unwrap_or(0),
-    );
+    let total: Vec<usize> = heap.iter().map(|(t, _)| *t).collect();
+    let engine: Vec<usize> = heap.iter().map(|(_, e)| *e).collect();
+    print_memory("memory (whole process)", &total);
+    print_memory("memory (engine)", &engine);
     println!(
-        "memory: {:.1} MiB at hour {}, {:.1}-{:.1} MiB after, {:.1} MiB at the end, peak {:.1} MiB ({:+.1} % after warm-up)",
-        mib(heap[warm]),
-        warm + 1,
-        mib(lo),
-        mib(hi),
-        mib(*heap.last().unwrap_or(&0)),
-        mib(PEAK.load(Ordering::Relaxed)),
-        (hi as f64 - heap[warm] as f64) / heap[warm].max(1) as f64 * 100.0
+        "peak heap {:.1} MiB; the world's relays and store grow with the live events they take in",
+        mib(PEAK.load(Ordering::Relaxed))
     );
     let oracle = world.oracle.as_ref();
     println!(

@@ -53,6 +53,7 @@ fn announcement_corpus_and_regressions() {
 fn engine_inputs_steady_world_subscribes() {
     let scenario = engine_inputs::Scenario {
         config: engine_inputs::ConfigChoice::default(),
+        preset: None,
         steps: engine_inputs::steady_steps(4, 8),
     };
     let first = engine_inputs::play(&scenario);
@@ -149,4 +150,19 @@ fn write_relay_message_seeds() {
     for (name, frames) in seeds {
         std::fs::write(dir.join(name), frames.join("\n") + "\n").unwrap();
     }
+}
+
+/// A relay with more work than its budget holds gets exactly its budget:
+/// the harness reaches the edge the oracle guards.
+#[test]
+fn engine_inputs_reaches_the_budget_edge() {
+    let scenario = engine_inputs::Scenario {
+        config: engine_inputs::ConfigChoice {
+            max_values_per_filter: Some(1),
+            ..engine_inputs::ConfigChoice::default()
+        },
+        preset: Some((0, 40)),
+        steps: Vec::new(),
+    };
+    assert_eq!(engine_inputs::play(&scenario).peak_open, 10);
 }

@@ -200,6 +200,18 @@ pub enum Step {
         /// A second `relays` tag.
         second_tag: bool,
     },
+    /// Many repos at once (one author each), all listing the same relays:
+    /// the way to relays with more work than their budget holds at once.
+    AnnounceMany {
+        /// The first repo number.
+        first: u8,
+        /// How many repos.
+        count: u8,
+        /// Their relays.
+        relays: Vec<RelayChoice>,
+        /// Whether they list our service.
+        lists_service: bool,
+    },
     /// A root event the host stored.
     Root(EventChoice),
     /// A deletion the host stored, of a repo and maybe a root.
@@ -277,18 +289,30 @@ pub enum Step {
 /// The engine's configuration.
 #[derive(Arbitrary, Clone, Debug, Default)]
 pub struct ConfigChoice {
-    bootstrap: Vec<RelayChoice>,
-    max_subscriptions: Option<u8>,
-    max_filters_per_req: Option<u8>,
-    max_values_per_filter: Option<u8>,
-    page_limit: Option<u16>,
-    max_relays_per_announcement: Option<u8>,
-    max_relays_total: Option<u8>,
-    allow_private: bool,
-    use_clone_urls: bool,
-    auth_enabled: bool,
-    archive: bool,
-    seed: u64,
+    /// Bootstrap relays (the first three).
+    pub bootstrap: Vec<RelayChoice>,
+    /// `default_budget.max_subscriptions`.
+    pub max_subscriptions: Option<u8>,
+    /// `default_budget.max_filters_per_req`.
+    pub max_filters_per_req: Option<u8>,
+    /// `default_budget.max_values_per_filter`.
+    pub max_values_per_filter: Option<u8>,
+    /// `default_budget.page_limit`.
+    pub page_limit: Option<u16>,
+    /// `max_relays_per_announcement`.
+    pub max_relays_per_announcement: Option<u8>,
+    /// `max_relays_total`.
+    pub max_relays_total: Option<u8>,
+    /// `allow_private`.
+    pub allow_private: bool,
+    /// `use_clone_urls`.
+    pub use_clone_urls: bool,
+    /// `auth_enabled`.
+    pub auth_enabled: bool,
+    /// `archive`.
+    pub archive: bool,
+    /// `seed`.
+    pub seed: u64,
 }
 
 impl ConfigChoice {
@@ -329,6 +353,9 @@ impl ConfigChoice {
 pub struct Scenario {
     /// The configuration.
     pub config: ConfigChoice,
+    /// A cooperative start ([`steady_steps`]: relays, repos) before the
+    /// steps, so that short inputs reach relays busy up to their budget.
+    pub preset: Option<(u8, u8)>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -340,6 +367,8 @@ pub struct Outcome {
     pub commands: Vec<String>,
     /// The final snapshot, serialised.
     pub snapshot: String,
+    /// Most subscriptions open on one relay at once.
+    pub peak_open: usize,
 }
 
 /// Runs a fuzz input: decode, run twice, compare. Panics on a broken
@@ -359,7 +388,11 @@ pub fn run(data: &[u8]) {
 /// Plays a scenario on a fresh engine, checking the budget after every input.
 pub fn play(scenario: &Scenario) -> Outcome {
     let mut h = Harness::new(scenario.config.config());
-    for step in &scenario.steps {
+    let preset = scenario
+        .preset
+        .map(|(relays, repos)| steady_steps(relays % 4 + 1, repos))
+        .unwrap_or_default();
+    for step in preset.iter().chain(&scenario.steps) {
         h.step(step);
     }
     let _ = h.engine.status();
@@ -371,6 +404,7 @@ pub fn play(scenario: &Scenario) -> Outcome {
     Outcome {
         commands: h.log,
         snapshot: h.engine.snapshot().to_json(),
+        peak_open: h.oracle.peak_open,
     }
 }
 
@@ -575,6 +609,26 @@ impl Harness {
             }
             Step::Announce { .. } => {
                 if let Some(event) = self.announcement(step) {
+                    self.feed(Input::AnnouncementSeen(&event));
+                }
+            }
+            Step::AnnounceMany {
+                first,
+                count,
+                relays,
+                lists_service,
+            } => {
+                let urls: Vec<String> = relays.iter().take(4).map(RelayChoice::text).collect();
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                for i in 0..u32::from(*count) {
+                    let n = u32::from(*first) + i;
+                    let event = fixtures::announcement(
+                        n,
+                        &format!("repo-{n}"),
+                        self.now.as_secs().saturating_sub(60),
+                        &urls,
+                        *lists_service,
+                    );
                     self.feed(Input::AnnouncementSeen(&event));
                 }
             }
