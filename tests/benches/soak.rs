@@ -254,6 +254,25 @@ fn main() {
     }
     world.settle();
     report(&world, &heap, started.elapsed());
+    // Relays still busy at the end (a daily re-sync pass under way): do
+    // they finish?
+    let busy: Vec<_> = world
+        .relays
+        .keys()
+        .filter(|u| !world.converged(u))
+        .cloned()
+        .collect();
+    if !busy.is_empty() {
+        world.run_until(world.now.plus(Duration::from_secs(2 * 3600)));
+        world.settle();
+        let done = busy.iter().filter(|u| world.converged(u)).count();
+        let violations =
+            world.violations.len() + world.oracle.as_ref().map_or(0, |o| o.violations().len());
+        println!(
+            "two virtual hours later: {done}/{} of the busy relays converged; {violations} violations",
+            busy.len()
+        );
+    }
 }
 
 /// The engine's own heap: what a deep copy of it allocates (the world's
@@ -309,7 +328,12 @@ fn report(world: &World, heap: &[(usize, usize)], wall: Duration) {
     for url in urls.iter().filter(|u| !world.converged(u)).take(10) {
         if let Some(r) = world.engine.relay_status(url) {
             println!(
-                "  not converged: {url}: {:?}, {} targets, {} confirmed, {} pending, {} queued, given up {:?}, {} failures, next re-sync {:?}",
+                "  not converged: {url}: {}{:?}, {} targets, {} confirmed, {} pending, {} queued, given up {:?}, {} failures, next re-sync {:?}",
+                if r.confirmed >= r.targets {
+                    "daily re-sync under way, "
+                } else {
+                    ""
+                },
                 r.state,
                 r.targets,
                 r.confirmed,

@@ -390,7 +390,7 @@ pub fn play(scenario: &Scenario) -> Outcome {
     let mut h = Harness::new(scenario.config.config());
     let preset = scenario
         .preset
-        .map(|(relays, repos)| steady_steps(relays % 4 + 1, repos))
+        .map(|(relays, repos)| steady_steps(relays % 4 + 1, repos % 48))
         .unwrap_or_default();
     for step in preset.iter().chain(&scenario.steps) {
         h.step(step);
