@@ -180,7 +180,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, CliError> {
         );
     }
     let now = args.now.unwrap_or_else(wall_clock_secs);
-    let plan = build_plan(args.engine.config(), &events, &infos.docs, now)?;
+    let plan = build_plan(args.engine.config()?, &events, &infos.docs, now)?;
     let text = match args.format {
         Format::Text => render::text(&plan),
         Format::Json => render::json(&plan),

@@ -274,6 +274,14 @@ impl Engine {
         )
     }
 
+    /// The status of one relay, without building the whole view (cheap to
+    /// call per command in simulations of hundreds of relays).
+    pub fn relay_status(&self, relay: &RelayUrl) -> Option<RelayStatus> {
+        self.relays
+            .get(relay)
+            .map(|r| RelayStatus::of(r, &self.config))
+    }
+
     /// Targets a relay carries, in order (for tests and tools).
     pub fn relay_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
         self.relays
@@ -1045,5 +1053,18 @@ mod tests {
             "kept {} untracked entries",
             e.snapshot().repos.len()
         );
+    }
+
+    #[test]
+    fn relay_status_is_the_status_views_entry() {
+        let mut config = Config::new(ServiceId::parse("git.example.com").unwrap());
+        let url = RelayUrl::parse("wss://relay.example").unwrap();
+        config.bootstrap.push(url.clone());
+        let mut e = Engine::new(config);
+        e.handle_input(Time::from_secs(T), Input::Tick);
+        let whole = e.status().relays.into_iter().find(|r| r.url == url);
+        assert_eq!(e.relay_status(&url), whole);
+        let unknown = RelayUrl::parse("wss://unknown.example").unwrap();
+        assert_eq!(e.relay_status(&unknown), None);
     }
 }

@@ -5,6 +5,7 @@
 //! ([`signed`]) and real relays on 127.0.0.1 ([`relays`]).
 
 pub mod fixtures;
+pub mod fuzzing;
 pub mod relays;
 pub mod scenario;
 pub mod signed;

@@ -19,6 +19,8 @@ use nostr::event::{Event, EventId};
 use nostr::filter::{Filter, MatchEventOptions};
 use nostr::message::SubscriptionId;
 
+use crate::fuzzing::oracle::BudgetOracle;
+
 mod nip77;
 pub use nip77::Nip77Behaviour;
 
@@ -255,8 +257,12 @@ pub struct World {
     faults: BinaryHeap<Reverse<(Time, u64, usize)>>,
     fault_items: BTreeMap<usize, Fault>,
     seq: u64,
-    /// Every command, serialised, in order.
+    /// Every command, serialised, in order (while `keep_log` is on).
     pub log: Vec<String>,
+    /// Whether commands are kept in `log` (on by default; off for long runs).
+    pub keep_log: bool,
+    /// A black-box budget oracle fed every input and command, when set.
+    pub oracle: Option<BudgetOracle>,
     /// Invariant violations seen.
     pub violations: Vec<Violation>,
     /// Relays ever listed by a tracked announcement in the store, plus bootstrap.
@@ -283,6 +289,8 @@ impl World {
             fault_items: BTreeMap::new(),
             seq: 0,
             log: Vec::new(),
+            keep_log: true,
+            oracle: None,
             violations: Vec::new(),
             listed,
             stats: WorldStats::default(),
@@ -331,8 +339,14 @@ impl World {
 
     fn feed(&mut self, input: Input<'_>) {
         self.stats.inputs += 1;
+        if let Some(o) = self.oracle.as_mut() {
+            o.on_input(&input);
+        }
         self.engine.handle_input(self.now, input);
         self.drain();
+        if let Some(o) = self.oracle.as_mut() {
+            o.end_step();
+        }
     }
 
     /// Starts the engine (its first tick).
@@ -464,6 +478,9 @@ impl World {
                 self.engine =
                     Engine::restore(self.config.clone(), snap, self.now).expect("restore works");
                 self.stats.restarts += 1;
+                if let Some(o) = self.oracle.as_mut() {
+                    o.on_restart();
+                }
                 for r in self.relays.values_mut() {
                     r.connected = false;
                     r.subs.clear();
@@ -612,8 +629,13 @@ impl World {
     fn drain(&mut self) {
         while let Some(c) = self.engine.poll_command() {
             self.stats.commands += 1;
-            self.log
-                .push(serde_json::to_string(&c).expect("commands serialise"));
+            if let Some(o) = self.oracle.as_mut() {
+                o.on_command(&c);
+            }
+            if self.keep_log {
+                self.log
+                    .push(serde_json::to_string(&c).expect("commands serialise"));
+            }
             self.check(&c);
             self.execute(c);
         }
@@ -813,10 +835,7 @@ impl World {
         let now = self.now;
         let budget_max = self
             .engine
-            .status()
-            .relays
-            .iter()
-            .find(|r| r.url == relay)
+            .relay_status(&relay)
             .map(|r| r.budget.max_subscriptions as usize);
         let Some(r) = self.relays.get_mut(&relay) else {
             return;
