@@ -561,6 +561,7 @@ mod tests {
             last_connected: None,
             next_resync: None,
             last_event_at: BTreeMap::new(),
+            nip77: Default::default(),
             stats: RelayStats::default(),
         }
     }
