@@ -13,7 +13,7 @@
 //! temporary directory, shows progress, and checks the database against
 //! what each relay holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -295,6 +295,21 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
         "{}",
         table::render(&["RELAY", "", "EXPECTED", "SYNCED", "MISSING"], &rows)
     );
+    if synced < want.len() {
+        // Which kinds are missing tells where a sync went wrong (a layer,
+        // a filter variant).
+        let mut by_kind: BTreeMap<u16, usize> = BTreeMap::new();
+        for e in ds.events() {
+            if want.contains(&e.id) && !stored.contains(&e.id) {
+                *by_kind.entry(e.kind.as_u16()).or_default() += 1;
+            }
+        }
+        let kinds: Vec<String> = by_kind
+            .iter()
+            .map(|(kind, n)| format!("kind {kind}: {n}"))
+            .collect();
+        println!("Missing by kind: {}.", kinds.join(", "));
+    }
     let unrelated = ds.unrelated();
     let wrongly_stored = unrelated.intersection(&stored).count();
     println!(

@@ -116,6 +116,9 @@ pub fn generate(seed: u64, p: &Params) -> World {
         config.bootstrap.push(relay_url(0));
     }
     config.auth_enabled = p.auth;
+    // The simulated relays cover every NIP-77 behaviour (mixed or fixed by
+    // `p.nip77`); the engine reconciles where they answer.
+    config.nip77 = true;
     let mut world = World::new(config, start);
     let mut nip77_rng = Rand::new(seed ^ 0x006e_6970_3737);
     for i in 0..p.relays {

@@ -81,7 +81,10 @@ fn engine_inputs_reach_a_nip77_reconciliation() {
         payload: NegPayload::Respond(vec![ItemChoice::MadeUp(3, 50), ItemChoice::MadeUp(7, 100)]),
     });
     let scenario = engine_inputs::Scenario {
-        config: engine_inputs::ConfigChoice::default(),
+        config: engine_inputs::ConfigChoice {
+            nip77: true,
+            ..Default::default()
+        },
         preset: None,
         steps,
     };

@@ -41,7 +41,9 @@ fn one_relay(
     issues: u64,
     lack_every: u64,
 ) -> (World, Vec<EventId>) {
-    let mut w = World::new(fixtures::config(), Time::from_secs(T0));
+    let mut config = fixtures::config();
+    config.nip77 = true;
+    let mut w = World::new(config, Time::from_secs(T0));
     let relay = fixtures::url("wss://neg.example");
     w.add_relay(FakeRelay::new(
         relay.clone(),

@@ -46,7 +46,10 @@ async fn sync_fully(sync: &SyncUnderTest, ds: &Dataset) {
 /// a long stop, or at the daily pass): no quick-reconnect window.
 async fn restart_for_a_full_pass(sync: &mut SyncUnderTest) {
     sync.restart(
-        |c| c.engine.timing.quick_reconnect_window = Duration::ZERO,
+        |c| {
+            c.engine.nip77 = true;
+            c.engine.timing.quick_reconnect_window = Duration::ZERO;
+        },
         SERVICE,
     )
     .await;
@@ -67,7 +70,7 @@ async fn local_relay_resync_costs_only_what_changed() {
     let mut ds = dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
 
-    let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
+    let mut sync = SyncUnderTest::start(&ds, |c| c.engine.nip77 = true).await;
     sync_fully(&sync, &ds).await;
     let status = sync.status().await;
     let st = &status.relays[0];
@@ -127,7 +130,7 @@ async fn a_relay_without_nip77_still_syncs() {
     let relay = PythonRelay::start().await;
     let ds = dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
-    let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
+    let mut sync = SyncUnderTest::start(&ds, |c| c.engine.nip77 = true).await;
     sync_fully(&sync, &ds).await;
     sync.assert_none_of(&ds.unrelated()).await;
     let st = sync.status().await.relays[0].clone();
@@ -153,7 +156,7 @@ async fn a_relay_answering_neg_open_with_a_notice_still_syncs() {
         .events(ds.events().to_vec())
         .start_on_port(port)
         .await;
-    let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
+    let mut sync = SyncUnderTest::start(&ds, |c| c.engine.nip77 = true).await;
     sync_fully(&sync, &ds).await;
     let st = sync.status().await.relays[0].clone();
     assert_eq!(st.nip77, Nip77Support::Unsupported, "{st:#?}");

@@ -372,8 +372,8 @@ pub struct ConfigChoice {
     pub archive: bool,
     /// `seed`.
     pub seed: u64,
-    /// Turn NIP-77 off (paged REQ only).
-    pub no_nip77: bool,
+    /// `nip77`: reconcile with NIP-77 where relays answer.
+    pub nip77: bool,
 }
 
 impl ConfigChoice {
@@ -405,7 +405,7 @@ impl ConfigChoice {
         c.auth_enabled = self.auth_enabled;
         c.archive = self.archive;
         c.seed = self.seed;
-        c.nip77 = !self.no_nip77;
+        c.nip77 = self.nip77;
         c
     }
 }
