@@ -35,13 +35,12 @@ pub struct Config {
     pub seed: u64,
     /// Reconcile historic work with NIP-77 where the relay supports it
     /// (probing relays that do not say); `false` pages every filter with REQ.
-    ///
-    /// Off by default: a first sync from several relays that share targets
-    /// can confirm targets without fetching every event (found by
-    /// `grasp-sync demo`; see the README's NIP-77 section). Turn it on only
-    /// for re-syncs you can check.
-    #[serde(default)]
+    #[serde(default = "default_nip77")]
     pub nip77: bool,
+}
+
+fn default_nip77() -> bool {
+    true
 }
 
 impl Config {
@@ -59,7 +58,7 @@ impl Config {
             default_budget: Budget::default(),
             timing: Timing::default(),
             seed: 0x6772_6173_7073_796e, // "graspsyn"
-            nip77: false,
+            nip77: true,
         }
     }
 }

@@ -267,9 +267,12 @@ enum NegStep {
         answered: bool,
     },
     /// Fetching the needed ids: one REQ on the wire, the rest waiting.
+    /// `got`: the wanted ids that arrived (a relay may cap the REQ silently;
+    /// what it withheld is asked again while each REQ brings some).
     Fetch {
         sub: SubscriptionId,
         wanted: BTreeSet<EventId>,
+        got: BTreeSet<EventId>,
         current: Vec<Filter>,
         rest: VecDeque<Vec<Filter>>,
     },
@@ -1782,6 +1785,9 @@ impl Relay {
                 self.stats.events_unmatched += 1;
                 return EventCheck::Unmatched;
             }
+            if let NegStep::Fetch { got, .. } = &mut job.step {
+                got.insert(event.id);
+            }
             job.last_activity = now;
             self.stats.events_received += 1;
             let at = event.created_at.as_secs();
@@ -2539,6 +2545,7 @@ impl Relay {
         job.step = NegStep::Fetch {
             sub,
             wanted,
+            got: BTreeSet::new(),
             current: filters,
             rest: reqs,
         };
@@ -2548,8 +2555,29 @@ impl Relay {
 
     fn on_fetch_eose(&mut self, mut job: NegJob, now: Time, ctx: &mut Ctx<'_>) {
         self.close_job_sub(&job, ctx);
+        let budget = self.budget(ctx.config);
         let rest = match &mut job.step {
-            NegStep::Fetch { rest, .. } => std::mem::take(rest),
+            NegStep::Fetch {
+                wanted, got, rest, ..
+            } => {
+                let mut rest = std::mem::take(rest);
+                let withheld: BTreeSet<EventId> = wanted.difference(got).copied().collect();
+                // A relay that caps every filter's `limit` (silently, below
+                // its NIP-11 or without one) sends part of each REQ: ask
+                // for the rest again as long as each REQ brings something.
+                // A REQ that brings none of its ids ends that; those ids
+                // count as received (no retry loop without progress).
+                if !withheld.is_empty() && !got.is_empty() {
+                    let per_filter = budget.max_values_per_filter.min(budget.page_limit);
+                    for req in nip77::id_requests(&withheld, per_filter, budget.max_filters_per_req)
+                        .into_iter()
+                        .rev()
+                    {
+                        rest.push_front(req);
+                    }
+                }
+                rest
+            }
             _ => VecDeque::new(),
         };
         self.send_fetch(job, rest, now, ctx);
@@ -3315,6 +3343,9 @@ mod tests {
         id_reqs: usize,
         /// Lists its events in NEG-MSG but sends none when asked by id.
         withhold: bool,
+        /// Sends at most this many events per filter (a silent page cap,
+        /// applied to `{"ids":…}` filters too, as LocalRelay does).
+        cap: Option<usize>,
         open_negs: BTreeMap<SubscriptionId, Filter>,
     }
 
@@ -3329,6 +3360,7 @@ mod tests {
                 paged_reqs: 0,
                 id_reqs: 0,
                 withhold: false,
+                cap: None,
                 open_negs: BTreeMap::new(),
             }
         }
@@ -3422,17 +3454,18 @@ mod tests {
                             self.paged_reqs += 1;
                         }
                         let mut out = Vec::new();
-                        let events: Vec<Event> = self
-                            .theirs
-                            .iter()
-                            .filter(|e| {
-                                !(by_id && self.withhold)
-                                    && filters.iter().any(|f| {
-                                        f.match_event(e, nostr::filter::MatchEventOptions::new())
-                                    })
-                            })
-                            .cloned()
-                            .collect();
+                        let mut events: Vec<Event> = Vec::new();
+                        for f in filters.iter().filter(|_| !(by_id && self.withhold)) {
+                            let matching = self.theirs.iter().filter(|e| {
+                                f.match_event(e, nostr::filter::MatchEventOptions::new())
+                                    && !events.iter().any(|x| x.id == e.id)
+                            });
+                            let taken: Vec<Event> = matching
+                                .take(self.cap.unwrap_or(usize::MAX))
+                                .cloned()
+                                .collect();
+                            events.extend(taken);
+                        }
                         for e in &events {
                             if by_id {
                                 self.fetched.push(e.id);
@@ -3662,6 +3695,26 @@ mod tests {
         // 250 ids of the #a filter: 3 filters of ≤ 100 ids, 2 per REQ.
         assert_eq!(rs.stats.reconcile_ids_needed, 250);
         assert_eq!(w.id_reqs, 2, "each id asked once, within the budget");
+        assert_eq!(w.paged_reqs, 0);
+    }
+
+    #[test]
+    fn nip77_ids_a_capped_relay_sends_in_part_are_asked_again() {
+        let theirs = repo_events(250);
+        let mut rig = Rig::new(1, |c| {
+            c.nip77 = true;
+            c.default_budget.max_values_per_filter = 100;
+            c.default_budget.max_filters_per_req = 2;
+        });
+        let first = rig.connect();
+        let mut w = NegWorld::new(theirs.clone(), Vec::new(), NegMode::Answer);
+        w.cap = Some(25);
+        w.serve(&mut rig, first);
+        let fetched: BTreeSet<EventId> = w.fetched.iter().copied().collect();
+        let all: BTreeSet<EventId> = theirs.iter().map(|e| e.id).collect();
+        assert_eq!(fetched, all, "every id arrives, 25 per filter at a time");
+        let rs = &rig.e.status().relays[0];
+        assert_eq!(rs.confirmed, rs.targets);
         assert_eq!(w.paged_reqs, 0);
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use grasp_sync_core::{Nip77Support, RelayUrl};
 use grasp_sync_io::metrics::RelayIoCounters;
 use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::LocalRelayHarness;
+use grasp_sync_tests::relays::local::{LocalOptions, LocalRelayHarness};
 use grasp_sync_tests::relays::python::PythonRelay;
 use grasp_sync_tests::signed::Dataset;
 use grasp_sync_tests::sync::SyncUnderTest;
@@ -40,6 +40,28 @@ async fn io_of(sync: &SyncUnderTest, relay: &str) -> RelayIoCounters {
 async fn sync_fully(sync: &SyncUnderTest, ds: &Dataset) {
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
     sync.wait_confirmed(SYNC_TIMEOUT).await;
+}
+
+/// Waits until the relay is live again with a finished pass behind it:
+/// after a restart the confirmed targets come back from the snapshot, so
+/// "all confirmed" alone does not say the new pass ran.
+async fn wait_pass_done(sync: &SyncUnderTest) -> grasp_sync_core::RelayStatus {
+    let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let st = sync.status().await.relays[0].clone();
+        if st.state == grasp_sync_core::RelayState::Live
+            && st.stats.reconciliations > 0
+            && st.pending == 0
+            && st.queued_batches == 0
+        {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pass did not finish: {st:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// A restart from the saved state that runs a full historic pass (as after
@@ -88,8 +110,8 @@ async fn local_relay_resync_costs_only_what_changed() {
     // Second full pass, nothing changed: no EVENT crosses the wire.
     restart_for_a_full_pass(&mut sync).await;
     sync_fully(&sync, &ds).await;
+    let st = wait_pass_done(&sync).await;
     let second = io_of(&sync, &relay.url()).await;
-    let st = sync.status().await.relays[0].clone();
     assert!(st.stats.reconciliations > 0, "{st:#?}");
     assert_eq!(st.stats.reconcile_ids_needed, 0, "{st:#?}");
     assert_eq!(
@@ -113,8 +135,8 @@ async fn local_relay_resync_costs_only_what_changed() {
     restart_for_a_full_pass(&mut sync).await;
     sync.wait_for(&new_ids, SYNC_TIMEOUT).await;
     sync.wait_confirmed(SYNC_TIMEOUT).await;
+    let st = wait_pass_done(&sync).await;
     let third = io_of(&sync, &relay.url()).await;
-    let st = sync.status().await.relays[0].clone();
     assert_eq!(st.stats.reconcile_ids_needed, 10, "{st:#?}");
     assert_eq!(
         third.event_frames_received, 10,
@@ -160,5 +182,31 @@ async fn a_relay_answering_neg_open_with_a_notice_still_syncs() {
     sync_fully(&sync, &ds).await;
     let st = sync.status().await.relays[0].clone();
     assert_eq!(st.nip77, Nip77Support::Unsupported, "{st:#?}");
+    sync.shutdown().await;
+}
+
+/// A first sync from two NIP-77 relays that share every target, from an
+/// empty store, one of them capping every filter at 5 events (the
+/// `{"ids":…}` fetches too): everything arrives. Found by `grasp-sync demo`,
+/// where ids a capped relay withheld were counted as received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_from_two_relays_one_capping_pages() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let a = LocalRelayHarness::start().await;
+    let b = LocalRelayHarness::start_with(LocalOptions {
+        max_filter_limit: Some(5),
+        ..LocalOptions::default()
+    })
+    .await;
+    let ds = dataset(&[a.url(), b.url()]);
+    let parts = ds.partition(2);
+    a.publish(&parts[0]).await;
+    b.publish(&parts[1]).await;
+    let mut sync = SyncUnderTest::start(&ds, |c| c.engine.nip77 = true).await;
+    sync_fully(&sync, &ds).await;
+    sync.assert_none_of(&ds.unrelated()).await;
     sync.shutdown().await;
 }
