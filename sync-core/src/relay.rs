@@ -964,6 +964,8 @@ impl Relay {
         if need > max_filters {
             return false; // a layer spread over REQs is packed densely
         }
+        // A tail is small, and never above the relay's value cap.
+        let tail_values = TAIL_VALUES.min((budget.max_values_per_filter as usize).max(1));
         if let Some(g) = self
             .live
             .iter_mut()
@@ -973,7 +975,7 @@ impl Relay {
             let placed = if let Some((_, set)) = g
                 .packs
                 .iter_mut()
-                .find(|(k, set)| *k == kinds && set.len() < TAIL_VALUES)
+                .find(|(k, set)| *k == kinds && set.len() < tail_values)
             {
                 set.insert(target.clone());
                 true
@@ -2998,6 +3000,37 @@ mod tests {
             message: "hello",
         });
         assert_eq!(rig.e.status().relays[0].stats.notices, 2);
+    }
+
+    /// Found by the `engine_inputs` fuzzer: a tail held up to 10 values
+    /// whatever the value cap.
+    #[test]
+    fn tails_respect_a_value_cap_below_their_size() {
+        let mut rig = Rig::new(1, |c| c.default_budget.max_values_per_filter = 2);
+        rig.connect();
+        for i in 0..6u32 {
+            rig.input(Input::RootEventSeen(&issue(
+                10 + i as u8,
+                T - 5,
+                &coord(1, "r0"),
+            )));
+        }
+        let cs = rig.at(1);
+        for c in &cs {
+            if let Command::Subscribe { filters, .. } = c {
+                for f in filters {
+                    let values = f.generic_tags.values().map(|v| v.len()).max().unwrap_or(0);
+                    assert!(values <= 2, "{c:?}");
+                }
+            }
+        }
+        assert!(cs.iter().any(|c| matches!(
+            c,
+            Command::Subscribe {
+                mode: SubscriptionMode::Live,
+                ..
+            }
+        )));
     }
 
     #[test]
