@@ -1279,15 +1279,23 @@ impl Relay {
             .filter(|g| g.open)
             .count()
             .min(max.saturating_sub(1).max(1));
-        while self.active.len() + live_open > max && !self.active.is_empty() {
-            let Some(sub) = self.active.keys().next_back().cloned() else {
+        while self.active.len() + self.neg_jobs.len() + live_open > max {
+            if let Some(sub) = self.active.keys().next_back().cloned() {
+                ctx.out.push_back(Command::Unsubscribe {
+                    relay: self.url.clone(),
+                    subscription: sub.clone(),
+                });
+                self.requeue(&sub, now);
+            } else if let Some(job) = self.neg_jobs.pop() {
+                // A NIP-77 job gives its slot back too; its pack goes back
+                // to the queue (filters already reconciled stay done).
+                self.close_job_sub(&job, ctx);
+                let mut pack = job.pack;
+                pack.ready_at = now;
+                self.queue.push_front(pack);
+            } else {
                 break;
-            };
-            ctx.out.push_back(Command::Unsubscribe {
-                relay: self.url.clone(),
-                subscription: sub.clone(),
-            });
-            self.requeue(&sub, now);
+            }
         }
     }
 
@@ -1570,7 +1578,9 @@ impl Relay {
             if !g.dirty || g.refused || g.retry_at > now || g.packs.is_empty() {
                 continue;
             }
-            if !g.open && (open >= live_cap || open + self.active.len() >= max) {
+            // NIP-77 jobs hold a slot each, like historic REQs.
+            let historic = self.active.len() + self.neg_jobs.len();
+            if !g.open && (open >= live_cap || open + historic >= max) {
                 continue;
             }
             // `since` a little before now: relays apply it to new events too,

@@ -220,3 +220,40 @@ proptest! {
         prop_assert!(!stored_events(&paged).is_empty());
     }
 }
+
+/// NIP-77 jobs hold a subscription slot each: live groups and shedding
+/// count them too, so the budget oracle (the fuzzers' and the soak's) sees
+/// no relay over its limit. Found by the soak: a live group opened beside
+/// two NEG-OPENs on a relay allowing 3.
+#[test]
+fn nip77_jobs_count_against_the_subscription_budget() {
+    use grasp_sync_tests::fuzzing::oracle::BudgetOracle;
+    let mut peak = 0;
+    for seed in 0..12u64 {
+        let p = Params {
+            relays: 12,
+            repos: 60,
+            harsh: true,
+            restart: true,
+            churn: true,
+            bootstrap: true,
+            nip77: None,
+            ..Params::default()
+        };
+        let mut w = generate(seed, &p);
+        let config = w.engine.config().clone();
+        w.oracle = Some(BudgetOracle::new(
+            config.default_budget,
+            config.service.clone(),
+        ));
+        run(&mut w);
+        let oracle = w.oracle.as_ref().expect("attached");
+        assert!(
+            oracle.violations().is_empty(),
+            "seed {seed}: {:?}",
+            &oracle.violations()[..oracle.violations().len().min(3)]
+        );
+        peak = peak.max(oracle.peak_open);
+    }
+    assert!(peak > 1, "the worlds reach several subscriptions per relay");
+}
