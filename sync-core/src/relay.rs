@@ -1874,12 +1874,7 @@ impl Relay {
                 continue;
             }
             if p.is_done() {
-                for t in p.targets {
-                    if self.unpend(&t) && self.targets.contains(&t) {
-                        self.confirmed.insert(t.clone());
-                        self.given_up.remove(&t);
-                    }
-                }
+                self.confirm(p.targets);
             } else {
                 remaining.push(p);
             }
@@ -2339,6 +2334,17 @@ impl Relay {
         self.advance(job, now, ctx);
     }
 
+    /// The targets of a pack whose every filter ended: confirmed, unless
+    /// they stopped being targets meanwhile.
+    fn confirm(&mut self, targets: impl IntoIterator<Item = TargetKey>) {
+        for t in targets {
+            if self.unpend(&t) && self.targets.contains(&t) {
+                self.given_up.remove(&t);
+                self.confirmed.insert(t);
+            }
+        }
+    }
+
     /// A job with no filter left: its pack is confirmed exactly as a paged
     /// pass confirms it when every filter was reconciled, or goes back to
     /// the queue for paged REQ over the filters that fell back.
@@ -2348,12 +2354,7 @@ impl Relay {
             return;
         }
         if pack.is_done() {
-            for t in pack.targets {
-                if self.unpend(&t) && self.targets.contains(&t) {
-                    self.confirmed.insert(t.clone());
-                    self.given_up.remove(&t);
-                }
-            }
+            self.confirm(pack.targets);
         } else {
             pack.paged = true;
             pack.ready_at = now;
@@ -2482,10 +2483,7 @@ impl Relay {
                 });
                 self.stats.reconciliations += 1;
                 self.stats.reconcile_ids_needed += need.len() as u64;
-                let budget = self.budget(ctx.config);
-                let per_filter = budget.max_values_per_filter.min(budget.page_limit);
-                let reqs: VecDeque<Vec<Filter>> =
-                    nip77::id_requests(&need, per_filter, budget.max_filters_per_req).into();
+                let reqs = self.id_fetches(&need, ctx.config).into();
                 self.send_fetch(job, reqs, now, ctx);
             }
             Err(e) => {
@@ -2565,26 +2563,30 @@ impl Relay {
         self.neg_jobs.push(job);
     }
 
+    /// The `{"ids":…}` REQs that fetch `ids` within the budget: per filter
+    /// no more ids than values allowed nor than one page's `limit`.
+    fn id_fetches(&self, ids: &BTreeSet<EventId>, config: &Config) -> Vec<Vec<Filter>> {
+        let budget = self.budget(config);
+        let per_filter = budget.max_values_per_filter.min(budget.page_limit);
+        nip77::id_requests(ids, per_filter, budget.max_filters_per_req)
+    }
+
     fn on_fetch_eose(&mut self, mut job: NegJob, now: Time, ctx: &mut Ctx<'_>) {
         self.close_job_sub(&job, ctx);
-        let budget = self.budget(ctx.config);
         let rest = match &mut job.step {
             NegStep::Fetch {
                 wanted, got, rest, ..
             } => {
                 let mut rest = std::mem::take(rest);
                 let withheld: BTreeSet<EventId> = wanted.difference(got).copied().collect();
+                let progress = !got.is_empty();
                 // A relay that caps every filter's `limit` (silently, below
                 // its NIP-11 or without one) sends part of each REQ: ask
                 // for the rest again as long as each REQ brings something.
                 // A REQ that brings none of its ids ends that; those ids
                 // count as received (no retry loop without progress).
-                if !withheld.is_empty() && !got.is_empty() {
-                    let per_filter = budget.max_values_per_filter.min(budget.page_limit);
-                    for req in nip77::id_requests(&withheld, per_filter, budget.max_filters_per_req)
-                        .into_iter()
-                        .rev()
-                    {
+                if !withheld.is_empty() && progress {
+                    for req in self.id_fetches(&withheld, ctx.config).into_iter().rev() {
                         rest.push_front(req);
                     }
                 }

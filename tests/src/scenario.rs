@@ -310,3 +310,40 @@ pub fn generate(seed: u64, p: &Params) -> World {
     }
     world
 }
+
+/// Runs a world through its chaos and healing periods, then lets it settle.
+pub fn run(world: &mut World) {
+    world.start();
+    let end = world.now.plus(CHAOS).plus(HEAL);
+    world.run_until(end);
+    world.settle();
+}
+
+/// Asserts the world ended as the contract wants: no invariant broken,
+/// every relay converged with nothing left that we lack, nothing unrelated
+/// stored.
+pub fn assert_converged(world: &World, what: &str) {
+    assert!(
+        world.violations.is_empty(),
+        "{what}: violations {:?}",
+        world.violations
+    );
+    for (url, _) in world.relays.iter() {
+        assert!(
+            world.converged(url),
+            "{what}: {url} did not converge: {:#?}",
+            world.engine.status().relays.iter().find(|r| &r.url == url)
+        );
+        let missing = world.missing_from(url);
+        assert!(
+            missing.is_empty(),
+            "{what}: {url} still holds {} events we lack",
+            missing.len()
+        );
+    }
+    // Nothing unrelated was stored.
+    assert!(
+        world.store.values().all(|e| e.kind.as_u16() != 1),
+        "{what}: stored a note"
+    );
+}

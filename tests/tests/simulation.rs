@@ -3,42 +3,9 @@
 //! invariants of the behaviour contract.
 
 use grasp_sync_core::Time;
-use grasp_sync_tests::scenario::{generate, Params, CHAOS, HEAL};
+use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
 use grasp_sync_tests::sim::World;
 use proptest::prelude::*;
-
-fn run(world: &mut World) {
-    world.start();
-    let end = world.now.plus(CHAOS).plus(HEAL);
-    world.run_until(end);
-    world.settle();
-}
-
-fn assert_converged(world: &World, what: &str) {
-    assert!(
-        world.violations.is_empty(),
-        "{what}: violations {:?}",
-        world.violations
-    );
-    for (url, _) in world.relays.iter() {
-        assert!(
-            world.converged(url),
-            "{what}: {url} did not converge: {:#?}",
-            world.engine.status().relays.iter().find(|r| &r.url == url)
-        );
-        let missing = world.missing_from(url);
-        assert!(
-            missing.is_empty(),
-            "{what}: {url} still holds {} events we lack",
-            missing.len()
-        );
-    }
-    // Nothing unrelated was stored.
-    assert!(
-        world.store.values().all(|e| e.kind.as_u16() != 1),
-        "{what}: stored a note"
-    );
-}
 
 #[test]
 fn healthy_world_converges() {

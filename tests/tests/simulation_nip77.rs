@@ -5,33 +5,11 @@
 
 use grasp_sync_core::{Nip77Support, RelayStatus, Time};
 use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-use grasp_sync_tests::scenario::{generate, Params, CHAOS, HEAL};
+use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
 use grasp_sync_tests::sim::{FakeRelay, Nip77Behaviour, Profile, World};
 use nostr::event::{Event, EventId};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
-
-fn run(world: &mut World) {
-    world.start();
-    let end = world.now.plus(CHAOS).plus(HEAL);
-    world.run_until(end);
-    world.settle();
-}
-
-fn assert_converged(world: &World, what: &str) {
-    assert!(
-        world.violations.is_empty(),
-        "{what}: violations {:?}",
-        world.violations
-    );
-    for url in world.relays.keys() {
-        assert!(world.converged(url), "{what}: {url} did not converge");
-        assert!(
-            world.missing_from(url).is_empty(),
-            "{what}: {url} still holds events we lack"
-        );
-    }
-}
 
 /// One relay with one repo of `issues` issues (each with a comment); our
 /// store already holds all but every `lack_every`-th of them (all: 0).
