@@ -248,7 +248,7 @@ pub fn build_plan(
     for loaded in announcements {
         if driver.offer(
             &loaded.event,
-            Input::AnnouncementSeen(&loaded.event),
+            Input::CatalogEvent(&loaded.event),
             loaded.location,
             &mut refused,
         ) {
@@ -258,7 +258,7 @@ pub fn build_plan(
     for loaded in roots {
         if driver.offer(
             &loaded.event,
-            Input::RootEventSeen(&loaded.event),
+            Input::CatalogEvent(&loaded.event),
             loaded.location,
             &mut refused,
         ) {
@@ -268,7 +268,7 @@ pub fn build_plan(
     for loaded in deletions {
         if driver.offer(
             &loaded.event,
-            Input::DeletionSeen(&loaded.event),
+            Input::CatalogEvent(&loaded.event),
             loaded.location,
             &mut refused,
         ) {

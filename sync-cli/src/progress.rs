@@ -110,17 +110,6 @@ impl Outcome {
     }
 }
 
-/// Lower-case name of a connection state.
-pub fn state_name(state: RelayState) -> &'static str {
-    match state {
-        RelayState::Disconnected => "disconnected",
-        RelayState::Dead => "dead",
-        RelayState::Connecting => "connecting",
-        RelayState::Syncing => "syncing",
-        RelayState::Live => "live",
-    }
-}
-
 /// What `run` reports about one relay (the `--once` table, `report.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelaySummary {
@@ -155,7 +144,7 @@ impl RelaySummary {
     pub fn of(r: &RelayStatus, max_connect_failures: u32) -> RelaySummary {
         RelaySummary {
             url: r.url.to_string(),
-            state: state_name(r.state).to_owned(),
+            state: r.state.as_str().to_owned(),
             outcome: Outcome::of(r, max_connect_failures),
             targets: r.targets,
             confirmed: r.confirmed,
@@ -163,22 +152,20 @@ impl RelaySummary {
             given_up: r
                 .given_up
                 .iter()
-                .map(|(k, v)| (give_up_name(k), *v))
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
                 .collect(),
             failures: r.failures,
             events_received: r.stats.events_received,
             events_stored: r.stats.events_stored,
-            refusals: r.stats.refusals.clone(),
+            refusals: r
+                .stats
+                .refusals
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), *v))
+                .collect(),
             last_eose: r.stats.last_eose.map(|t| t.as_secs()),
         }
     }
-}
-
-fn give_up_name(reason: &grasp_sync_core::GiveUpReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{reason:?}"))
 }
 
 impl RelaySummary {

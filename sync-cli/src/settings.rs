@@ -19,9 +19,9 @@ use grasp_sync_io::IoConfig;
 use nostr::key::Keys;
 use serde::Deserialize;
 
+use crate::args::RunArgs;
 use crate::error::CliError;
 use crate::progress::ProgressMode;
-use crate::run::RunArgs;
 
 /// Where `run` keeps its database and state when no directory is given.
 pub const DEFAULT_DATA_DIR: &str = "./grasp-sync-data";

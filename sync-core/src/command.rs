@@ -6,7 +6,6 @@ use nostr::message::SubscriptionId;
 use serde::{Deserialize, Serialize};
 
 use crate::info::RelayInfo;
-use crate::relay::StoreOutcome;
 use crate::url::RelayUrl;
 
 /// Whether a subscription stays open for new events or ends at EOSE.
@@ -17,6 +16,29 @@ pub enum SubscriptionMode {
     Live,
     /// A page of history, ended by EOSE.
     Historic,
+}
+
+/// What the relay sent an event for (the answer of
+/// [`Engine::check_event`](crate::Engine::check_event)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventCheck {
+    /// A subscription we hold, and the event matches one of its filters.
+    Accepted(SubscriptionMode),
+    /// No subscription of that id is open.
+    Unrequested,
+    /// The subscription is open but none of its filters matches the event.
+    Unmatched,
+}
+
+/// How the store took an event (for the counters of spec section 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already there.
+    Duplicate,
+    /// Refused (not acceptable to the service, or invalid for the store).
+    Rejected,
 }
 
 /// A command for the host. Commands come out in a deterministic order.
@@ -132,12 +154,13 @@ impl Command {
 pub enum Input<'a> {
     /// Nothing happened; time passed (call at [`Engine::next_wakeup`](crate::Engine::next_wakeup)).
     Tick,
-    /// A repository announcement (kind 30617) the host stored or saw.
-    AnnouncementSeen(&'a Event),
-    /// A root event (1617, 1618, 1621) the host stored.
-    RootEventSeen(&'a Event),
-    /// A deletion request (kind 5) the host stored.
-    DeletionSeen(&'a Event),
+    /// An event the host stored (or, for `plan`, read) that may change the
+    /// catalog: a repository announcement (kind 30617), a root event (1617,
+    /// 1618, 1621) or a deletion request (kind 5). The engine routes it by
+    /// kind; any other kind is counted (`events_of_wrong_kind`) and ignored.
+    /// Feed only events the store accepted: a rejected event must not make
+    /// its repo or root a target.
+    CatalogEvent(&'a Event),
     /// The relay's NIP-11 document (after [`Command::FetchRelayInfo`]).
     RelayInfo {
         /// The relay.
@@ -164,7 +187,10 @@ pub enum Input<'a> {
         /// Why (for logs).
         reason: &'a str,
     },
-    /// An `EVENT` whose id and signature the host verified.
+    /// An `EVENT` from the relay. When [`Engine::check_event`](crate::Engine::check_event)
+    /// accepts it, feed it only after its id and signature verified; an
+    /// unwanted one (unrequested or unmatched) is fed unverified, to be
+    /// counted. See the host's event path on [`Engine`](crate::Engine).
     EventReceived {
         /// The relay.
         relay: &'a RelayUrl,
@@ -261,10 +287,7 @@ impl Input<'_> {
     /// The relay the input is about, if any.
     pub fn relay(&self) -> Option<&RelayUrl> {
         match self {
-            Input::Tick
-            | Input::AnnouncementSeen(_)
-            | Input::RootEventSeen(_)
-            | Input::DeletionSeen(_) => None,
+            Input::Tick | Input::CatalogEvent(_) => None,
             Input::RelayInfo { relay, .. }
             | Input::Connected { relay }
             | Input::ConnectFailed { relay, .. }

@@ -13,10 +13,10 @@ use nostr::message::SubscriptionId;
 use crate::acceptance::{check_acceptance, AcceptanceContext, Verdict};
 use crate::announcement::{parse_announcement, AnnouncementRules, IgnoreReason};
 use crate::catalog::{Catalog, TargetDelta, UpsertOutcome};
-use crate::command::{Command, Input};
+use crate::command::{Command, EventCheck, Input, StoreOutcome};
 use crate::config::Config;
 use crate::nip77::RejectedIds;
-use crate::relay::{Ctx, EventCheck, Relay, StoreOutcome};
+use crate::relay::{Relay, RelayTimer, Shared};
 use crate::snapshot::{
     SavedRelay, SavedRepo, SavedRoot, Snapshot, SnapshotError, SNAPSHOT_VERSION,
 };
@@ -38,31 +38,60 @@ const IGNORED_MEMORY: usize = 10_000;
 /// Its host:
 ///
 /// 1. feeds every input with [`Engine::handle_input`], passing the current
-///    wall-clock time (`now`); the first call (a [`Input::Tick`] will do)
-///    starts the bootstrap relays;
+///    wall-clock time (`now`, never earlier than the previous input's); the
+///    first call (a [`Input::Tick`] will do) starts the bootstrap relays;
 /// 2. after every input, drains [`Engine::poll_command`] until it returns
 ///    `None` and carries the commands out in order;
 /// 3. calls `handle_input(now, Input::Tick)` no later than
-///    [`Engine::next_wakeup`] (earlier or extra calls are harmless).
+///    [`Engine::next_wakeup`] (earlier or extra calls are harmless;
+///    [`Engine::next_wakeup_reason`] says which relay and timer it is for).
 ///
-/// Before paying for signature verification of an `EVENT`, the host may ask
-/// [`Engine::check_event`] whether it is wanted at all. Given the same
-/// configuration and the same inputs at the same times, the engine emits the
-/// same commands, byte for byte.
+/// Given the same configuration and the same inputs at the same times, the
+/// engine emits the same commands, byte for byte.
+///
+/// # Methods by kind
+///
+/// - **Inputs (mutate):** [`Engine::handle_input`].
+/// - **Outputs (drain, in this order after each input):**
+///   [`Engine::poll_command`], then [`Engine::next_wakeup`].
+/// - **Questions (no state change, for the host's event path):**
+///   [`Engine::check_event`], [`Engine::check_acceptance`],
+///   [`Engine::subscription_filters`].
+/// - **Views (no state change, any time):** [`Engine::status`],
+///   [`Engine::relay_status`], [`Engine::snapshot`], and the per-relay
+///   target sets.
+///
+/// # The host's event path
+///
+/// For each `EVENT` a relay sends:
+///
+/// 1. [`Engine::check_event`]: is the subscription ours, and does the event
+///    match its filters? If not, feed [`Input::EventReceived`] anyway (the
+///    engine counts it as unrequested or unmatched) and stop: do not pay
+///    for the signature.
+/// 2. Verify id and signature; on failure feed [`Input::EventInvalid`] and stop.
+/// 3. Feed [`Input::EventReceived`] (it counts the event for its page).
+/// 4. [`Engine::check_acceptance`]: would the service take it? If not, feed
+///    [`Input::EventStored`] with [`StoreOutcome::Rejected`] (its id is then
+///    kept out of NIP-77 fetches) and stop.
+/// 5. Store it and feed [`Input::EventStored`] with the store's outcome.
+/// 6. When it was newly stored and is a catalog kind
+///    ([`is_catalog_kind`](crate::is_catalog_kind)), feed
+///    [`Input::CatalogEvent`]: announcements, root events and deletions
+///    change what is synced.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    config: Config,
+    /// The configuration, the output queue and the rejected ids: what every
+    /// relay call shares (a sibling of `relays`, so both borrow at once).
+    shared: Shared,
     catalog: Catalog,
     /// Hashed for fast lookups; sorted wherever it is iterated for output.
     relays: KeyMap<RelayUrl, Relay>,
     timers: BTreeSet<(Time, RelayUrl)>,
-    out: VecDeque<Command>,
     counters: EngineCounters,
     ignored: BTreeMap<(String, String), u64>,
     /// Relays refused at the total-relay cap, created when room frees up.
     parked: BTreeSet<RelayUrl>,
-    /// Ids the store rejected: NIP-77 items, so they are not fetched again.
-    rejected: RejectedIds,
     now: Time,
 }
 
@@ -70,31 +99,28 @@ impl Engine {
     /// A new engine with no state but its bootstrap relays.
     pub fn new(config: Config) -> Self {
         let mut engine = Engine {
-            config,
+            shared: Shared {
+                config,
+                out: VecDeque::new(),
+                rejected: RejectedIds::default(),
+            },
             catalog: Catalog::default(),
             relays: KeyMap::default(),
             timers: BTreeSet::new(),
-            out: VecDeque::new(),
             counters: EngineCounters::default(),
             ignored: BTreeMap::new(),
             parked: BTreeSet::new(),
-            rejected: RejectedIds::default(),
             now: Time::ZERO,
         };
-        for url in engine.config.bootstrap.clone() {
-            if engine.config.service.matches(&url) {
+        for url in engine.shared.config.bootstrap.clone() {
+            if engine.shared.config.service.matches(&url) {
                 engine.ignore(IgnoreReason::OwnService.to_string(), url.to_string());
                 continue;
             }
-            let mut relay = Relay::new(url.clone(), engine.config.seed, Time::ZERO);
-            relay.bootstrap = true;
+            let mut relay = Relay::new(url.clone(), engine.shared.config.seed, Time::ZERO);
+            relay.make_bootstrap();
             // Layer 1 on a bootstrap relay, listed or not.
-            let mut ctx = Ctx {
-                config: &engine.config,
-                out: &mut engine.out,
-                rejected: &engine.rejected,
-            };
-            relay.add_target(TargetKey::Discovery, Time::ZERO, &mut ctx);
+            relay.add_target(TargetKey::Discovery, Time::ZERO, &mut engine.shared);
             engine.relays.insert(url.clone(), relay);
             engine.reschedule(&url);
         }
@@ -103,7 +129,7 @@ impl Engine {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// The time of the latest input.
@@ -116,9 +142,7 @@ impl Engine {
         self.now = now;
         match input {
             Input::Tick => {}
-            Input::AnnouncementSeen(event) => self.on_announcement(event, now),
-            Input::RootEventSeen(event) => self.on_root(event, now),
-            Input::DeletionSeen(event) => self.on_deletion(event, now),
+            Input::CatalogEvent(event) => self.on_catalog_event(event, now),
             Input::RelayInfo { relay, info } => {
                 self.with_relay(relay, now, |r, now, ctx| r.on_info(info, now, ctx))
             }
@@ -150,8 +174,8 @@ impl Engine {
                 outcome,
             } => {
                 if outcome == StoreOutcome::Rejected {
-                    self.rejected.expire(now);
-                    self.rejected.insert(id, created_at, now);
+                    self.shared.rejected.expire(now);
+                    self.shared.rejected.insert(id, created_at, now);
                 }
                 self.with_relay(relay, now, |r, _, _| r.on_store(outcome))
             }
@@ -172,9 +196,9 @@ impl Engine {
             Input::NegErr {
                 relay,
                 subscription,
-                message,
+                message: _,
             } => self.with_relay(relay, now, |r, now, ctx| {
-                r.on_neg_err(subscription, message, now, ctx)
+                r.on_neg_err(subscription, now, ctx)
             }),
             Input::Eose {
                 relay,
@@ -204,12 +228,20 @@ impl Engine {
 
     /// The next command for the host, in order.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.out.pop_front()
+        self.shared.out.pop_front()
     }
 
     /// When the engine next needs a [`Input::Tick`]; `None` when nothing is scheduled.
     pub fn next_wakeup(&self) -> Option<Time> {
         self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Why the engine wants the next [`Input::Tick`]: the relay and the
+    /// named deadline behind [`Engine::next_wakeup`] (for logs and debugging).
+    pub fn next_wakeup_reason(&self) -> Option<(Time, &RelayUrl, RelayTimer)> {
+        let (at, url) = self.timers.first()?;
+        let (_, timer) = self.relays.get(url)?.scheduled()?;
+        Some((*at, url, timer))
     }
 
     /// Whether an `EVENT` from `relay` on `subscription` is wanted: checks that
@@ -236,7 +268,7 @@ impl Engine {
     ) -> Option<Vec<Filter>> {
         self.relays
             .get(relay)?
-            .subscription_filters(subscription, &self.config)
+            .subscription_filters(subscription, &self.shared.config)
     }
 
     /// Would the service accept this event (GRASP acceptance)?
@@ -246,12 +278,12 @@ impl Engine {
 
     /// The relays the engine knows, in order.
     pub fn relay_urls(&self) -> impl Iterator<Item = &RelayUrl> {
-        self.sorted_relays().into_iter().map(|r| &r.url)
+        self.sorted_relays().into_iter().map(|r| r.url())
     }
 
     fn sorted_relays(&self) -> Vec<&Relay> {
         let mut relays: Vec<&Relay> = self.relays.values().collect();
-        relays.sort_by(|a, b| a.url.cmp(&b.url));
+        relays.sort_by(|a, b| a.url().cmp(b.url()));
         relays
     }
 
@@ -260,7 +292,7 @@ impl Engine {
         let relays: Vec<RelayStatus> = self
             .sorted_relays()
             .into_iter()
-            .map(|r| RelayStatus::of(r, &self.config))
+            .map(|r| RelayStatus::of(r, &self.shared.config))
             .collect();
         Status::new(
             relays,
@@ -279,19 +311,19 @@ impl Engine {
     pub fn relay_status(&self, relay: &RelayUrl) -> Option<RelayStatus> {
         self.relays
             .get(relay)
-            .map(|r| RelayStatus::of(r, &self.config))
+            .map(|r| RelayStatus::of(r, &self.shared.config))
     }
 
     /// Targets a relay carries, in order (for tests and tools).
     pub fn relay_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
         self.relays
             .get(relay)
-            .map(|r| r.targets.iter().cloned().collect())
+            .map(|r| r.targets().cloned().collect())
     }
 
     /// Targets whose historic sync is confirmed on a relay.
     pub fn confirmed_targets(&self, relay: &RelayUrl) -> Option<BTreeSet<TargetKey>> {
-        self.relays.get(relay).map(|r| r.confirmed.clone())
+        self.relays.get(relay).map(|r| r.confirmed().clone())
     }
 
     /// Targets in historic work on a relay (queued or on the wire).
@@ -333,9 +365,9 @@ impl Engine {
             relays: self
                 .sorted_relays()
                 .into_iter()
-                .map(|r| SavedRelay::of(r, now))
+                .map(|r| r.save(now))
                 .collect(),
-            rejected: self.rejected.entries().collect(),
+            rejected: self.shared.rejected.entries().collect(),
         }
     }
 
@@ -358,9 +390,9 @@ impl Engine {
             engine.catalog.restore_deleted_root(*id);
         }
         for (id, created_at, when) in &snapshot.rejected {
-            engine.rejected.insert(*id, *created_at, *when);
+            engine.shared.rejected.insert(*id, *created_at, *when);
         }
-        engine.rejected.expire(now);
+        engine.shared.rejected.expire(now);
         let mut deltas = Vec::new();
         for repo in snapshot.repos {
             engine
@@ -399,16 +431,23 @@ impl Engine {
 
     // ----- inputs ------------------------------------------------------------
 
-    fn on_announcement(&mut self, event: &Event, now: Time) {
-        if event.kind.as_u16() != KIND_REPO_ANNOUNCEMENT {
-            self.counters.events_of_wrong_kind += 1;
-            return;
+    /// Routes a catalog event by kind.
+    fn on_catalog_event(&mut self, event: &Event, now: Time) {
+        match event.kind.as_u16() {
+            KIND_REPO_ANNOUNCEMENT => self.on_announcement(event, now),
+            KIND_DELETION => self.on_deletion(event, now),
+            k if is_root_kind(k) => self.on_root(event, now),
+            _ => self.counters.events_of_wrong_kind += 1,
         }
+    }
+
+    fn on_announcement(&mut self, event: &Event, now: Time) {
+        let config = &self.shared.config;
         let rules = AnnouncementRules {
-            service: &self.config.service,
-            use_clone_urls: self.config.use_clone_urls,
-            max_relays: self.config.max_relays_per_announcement,
-            allow_private: self.config.allow_private,
+            service: &config.service,
+            use_clone_urls: config.use_clone_urls,
+            max_relays: config.max_relays_per_announcement,
+            allow_private: config.allow_private,
         };
         let ann = match parse_announcement(event, &rules) {
             Ok(a) => a,
@@ -429,7 +468,7 @@ impl Engine {
         {
             self.ignore(ig.reason.to_string(), ig.url.clone());
         }
-        let tracked = self.config.archive || ann.lists_service;
+        let tracked = self.shared.config.archive || ann.lists_service;
         if !tracked {
             self.counters.announcements_untracked += 1;
         }
@@ -446,10 +485,6 @@ impl Engine {
     }
 
     fn on_root(&mut self, event: &Event, now: Time) {
-        if !is_root_kind(event.kind.as_u16()) {
-            self.counters.events_of_wrong_kind += 1;
-            return;
-        }
         let repos: Vec<RepoCoord> = event
             .tags
             .iter()
@@ -469,10 +504,6 @@ impl Engine {
     }
 
     fn on_deletion(&mut self, event: &Event, now: Time) {
-        if event.kind.as_u16() != KIND_DELETION {
-            self.counters.events_of_wrong_kind += 1;
-            return;
-        }
         let mut coords = Vec::new();
         let mut ids = Vec::new();
         for t in event.tags.iter() {
@@ -513,7 +544,7 @@ impl Engine {
         for d in deltas {
             let known = self.relays.contains_key(&d.relay);
             if d.added && !known {
-                if self.relays.len() >= self.config.max_relays_total {
+                if self.relays.len() >= self.shared.config.max_relays_total {
                     if self.parked.insert(d.relay.clone()) {
                         self.counters.relays_over_cap += 1;
                         self.ignore("over-total-relay-cap".to_owned(), d.relay.to_string());
@@ -525,15 +556,10 @@ impl Engine {
             let Some(relay) = self.relays.get_mut(&d.relay) else {
                 continue;
             };
-            let mut ctx = Ctx {
-                config: &self.config,
-                out: &mut self.out,
-                rejected: &self.rejected,
-            };
             if d.added {
-                relay.add_target(d.target, now, &mut ctx);
+                relay.add_target(d.target, now, &mut self.shared);
             } else {
-                relay.remove_target(&d.target, &mut ctx);
+                relay.remove_target(&d.target, &mut self.shared);
             }
             if !touched.contains(&d.relay) {
                 touched.push(d.relay);
@@ -541,13 +567,8 @@ impl Engine {
         }
         for url in touched {
             if let Some(relay) = self.relays.get_mut(&url) {
-                let mut ctx = Ctx {
-                    config: &self.config,
-                    out: &mut self.out,
-                    rejected: &self.rejected,
-                };
-                relay.maybe_connect(now, &mut ctx);
-                relay.pump(now, &mut ctx);
+                relay.maybe_connect(now, &mut self.shared);
+                relay.pump(now, &mut self.shared);
             }
             self.touch(&url, now);
         }
@@ -558,18 +579,13 @@ impl Engine {
     fn create_relay(&mut self, url: &RelayUrl, now: Time) {
         self.parked.remove(url);
         let targets: Vec<TargetKey> = self.catalog.relay_targets(url).cloned().collect();
-        let seed = self.config.seed;
+        let seed = self.shared.config.seed;
         let relay = self
             .relays
             .entry(url.clone())
             .or_insert_with(|| Relay::new(url.clone(), seed, now));
-        let mut ctx = Ctx {
-            config: &self.config,
-            out: &mut self.out,
-            rejected: &self.rejected,
-        };
         for t in targets {
-            relay.add_target(t, now, &mut ctx);
+            relay.add_target(t, now, &mut self.shared);
         }
     }
 
@@ -577,19 +593,14 @@ impl Engine {
     fn unpark(&mut self, now: Time) {
         let parked: Vec<RelayUrl> = self.parked.iter().cloned().collect();
         for url in parked {
-            if self.relays.len() >= self.config.max_relays_total {
+            if self.relays.len() >= self.shared.config.max_relays_total {
                 break;
             }
             self.parked.remove(&url);
             if self.catalog.relay_targets(&url).next().is_some() {
                 self.create_relay(&url, now);
                 if let Some(relay) = self.relays.get_mut(&url) {
-                    let mut ctx = Ctx {
-                        config: &self.config,
-                        out: &mut self.out,
-                        rejected: &self.rejected,
-                    };
-                    relay.maybe_connect(now, &mut ctx);
+                    relay.maybe_connect(now, &mut self.shared);
                 }
                 self.reschedule(&url);
             }
@@ -600,18 +611,13 @@ impl Engine {
         &mut self,
         url: &RelayUrl,
         now: Time,
-        f: impl FnOnce(&mut Relay, Time, &mut Ctx<'_>),
+        f: impl FnOnce(&mut Relay, Time, &mut Shared),
     ) {
         let Some(relay) = self.relays.get_mut(url) else {
             self.counters.inputs_for_unknown_relays += 1;
             return;
         };
-        let mut ctx = Ctx {
-            config: &self.config,
-            out: &mut self.out,
-            rejected: &self.rejected,
-        };
-        f(relay, now, &mut ctx);
+        f(relay, now, &mut self.shared);
         self.touch(url, now);
     }
 
@@ -621,25 +627,15 @@ impl Engine {
         let Some(relay) = self.relays.get_mut(url) else {
             return;
         };
-        if relay.is_empty() {
-            let since = *relay.empty_since.get_or_insert(now);
-            if now.since(since) >= self.config.timing.empty_grace {
-                let mut ctx = Ctx {
-                    config: &self.config,
-                    out: &mut self.out,
-                    rejected: &self.rejected,
-                };
-                relay.close(now, &mut ctx);
-                if let Some(t) = relay.scheduled.take() {
-                    self.timers.remove(&(t, url.clone()));
-                }
-                self.relays.remove(url);
-                self.counters.relays_forgotten += 1;
-                self.unpark(now);
-                return;
+        if relay.empty_for_grace(now, &self.shared.config) {
+            relay.close(now, &mut self.shared);
+            if let Some((t, _)) = relay.set_scheduled(None) {
+                self.timers.remove(&(t, url.clone()));
             }
-        } else {
-            relay.empty_since = None;
+            self.relays.remove(url);
+            self.counters.relays_forgotten += 1;
+            self.unpark(now);
+            return;
         }
         self.reschedule(url);
     }
@@ -651,15 +647,16 @@ impl Engine {
             return;
         };
         #[cfg(debug_assertions)]
-        relay.check_pending();
-        let next = relay.next_deadline(&self.config, now);
-        if relay.scheduled == next {
+        relay.check_invariants();
+        let next = relay.next_deadline(&self.shared.config, now);
+        let old = relay.set_scheduled(next);
+        if old.map(|(t, _)| t) == next.map(|(t, _)| t) {
             return;
         }
-        if let Some(old) = std::mem::replace(&mut relay.scheduled, next) {
+        if let Some((old, _)) = old {
             self.timers.remove(&(old, url.clone()));
         }
-        if let Some(next) = next {
+        if let Some((next, _)) = next {
             self.timers.insert((next, url.clone()));
         }
     }
@@ -673,12 +670,7 @@ impl Engine {
             .collect();
         for url in due {
             if let Some(relay) = self.relays.get_mut(&url) {
-                let mut ctx = Ctx {
-                    config: &self.config,
-                    out: &mut self.out,
-                    rejected: &self.rejected,
-                };
-                relay.on_timer(now, &mut ctx);
+                relay.on_timer(now, &mut self.shared);
             }
             self.touch(&url, now);
         }
@@ -687,11 +679,11 @@ impl Engine {
 
 impl AcceptanceContext for Engine {
     fn service(&self) -> &ServiceId {
-        &self.config.service
+        &self.shared.config.service
     }
 
     fn archive(&self) -> bool {
-        self.config.archive
+        self.shared.config.archive
     }
 
     fn is_tracked_repo(&self, coord: &RepoCoord) -> bool {
@@ -746,8 +738,8 @@ mod tests {
             out.extend(drain(e).iter().map(|c| serde_json::to_string(c).unwrap()));
         };
         let ms = T * 1000;
-        step(&mut e, ms, Input::AnnouncementSeen(&ann1));
-        step(&mut e, ms + 1, Input::AnnouncementSeen(&ann2));
+        step(&mut e, ms, Input::CatalogEvent(&ann1));
+        step(&mut e, ms + 1, Input::CatalogEvent(&ann2));
         step(&mut e, ms + 5, Input::Connected { relay: &a });
         step(
             &mut e,
@@ -757,7 +749,7 @@ mod tests {
                 reason: "refused",
             },
         );
-        step(&mut e, ms + 7, Input::RootEventSeen(&root));
+        step(&mut e, ms + 7, Input::CatalogEvent(&root));
         let mut t = ms + 10;
         while let Some(w) = e.next_wakeup() {
             if w.as_millis() > ms + 3_600_000 {
@@ -822,7 +814,7 @@ mod tests {
         let mut e = engine();
         let a = url("wss://a.example");
         let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann));
         e.handle_input(Time::from_secs(T), Input::Connected { relay: &a });
         let cs = drain(&mut e);
         let hist = cs
@@ -895,7 +887,7 @@ mod tests {
         let mut e = engine();
         let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
         assert!(e.check_acceptance(&ann).is_accept());
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann));
         assert!(e
             .check_acceptance(&issue(4, T, &coord(1, "one")))
             .is_accept());
@@ -908,12 +900,12 @@ mod tests {
     fn deletion_by_announcement_id_is_accepted_and_applied() {
         let mut e = engine();
         let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann));
         let stranger = crate::testutil::ev(2, T, 5, &[&["e", &ann.id.to_hex()]]);
         assert!(!e.check_acceptance(&stranger).is_accept());
         let del = crate::testutil::ev(1, T, 5, &[&["e", &ann.id.to_hex()]]);
         assert!(e.check_acceptance(&del).is_accept());
-        e.handle_input(Time::from_secs(T), Input::DeletionSeen(&del));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&del));
         assert_eq!(e.status().repos, 0);
     }
 
@@ -923,7 +915,7 @@ mod tests {
         config.max_relays_total = 1;
         let mut e = Engine::new(config);
         let ann = announcement(1, "one", T - 50, &["wss://a.example", "wss://b.example"]);
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann));
         assert_eq!(e.relay_urls().count(), 1);
         assert_eq!(e.status().counters.relays_over_cap, 1);
     }
@@ -933,7 +925,7 @@ mod tests {
         let mut e = engine();
         let a = url("wss://a.example");
         let ann = announcement(1, "one", T - 50, &["wss://a.example"]);
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann));
         e.handle_input(Time::from_secs(T), Input::Connected { relay: &a });
         for c in drain(&mut e) {
             if let Command::Subscribe {
@@ -980,12 +972,12 @@ mod tests {
         let b = url("wss://b.example");
         let ann1 = announcement(1, "one", T - 50, &["wss://a.example"]);
         let ann2 = announcement(2, "two", T - 50, &["wss://b.example"]);
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann1));
-        e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ann2));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann1));
+        e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ann2));
         assert!(e.relay_targets(&b).is_none());
         // ann1 is deleted: relay a empties and is forgotten after the grace.
         let del = crate::testutil::ev(1, T + 1, 5, &[&["e", &ann1.id.to_hex()]]);
-        e.handle_input(Time::from_secs(T + 1), Input::DeletionSeen(&del));
+        e.handle_input(Time::from_secs(T + 1), Input::CatalogEvent(&del));
         for s in 2..200 {
             e.handle_input(Time::from_secs(T + s), Input::Tick);
         }
@@ -993,7 +985,7 @@ mod tests {
         // A root of repo two arrives: b is created, but with the root only.
         e.handle_input(
             Time::from_secs(T + 300),
-            Input::RootEventSeen(&issue(3, T, &coord(2, "two"))),
+            Input::CatalogEvent(&issue(3, T, &coord(2, "two"))),
         );
         let tb = e.relay_targets(&b).unwrap_or_default();
         assert!(
@@ -1045,7 +1037,7 @@ mod tests {
                     &["relays", "wss://elsewhere.example"],
                 ],
             );
-            e.handle_input(Time::from_secs(T), Input::AnnouncementSeen(&ev));
+            e.handle_input(Time::from_secs(T), Input::CatalogEvent(&ev));
         }
         assert_eq!(e.status().repos, 0);
         assert!(

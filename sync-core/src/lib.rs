@@ -23,11 +23,30 @@
 //! }
 //! assert!(matches!(commands.last(), Some(Command::Connect { .. })));
 //! ```
+//!
+//! # Module map
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`engine`] | the [`Engine`]: routes inputs, turns catalog changes into relay targets, fires timers |
+//! | [`command`] | the vocabulary with the host: [`Input`], [`Command`], [`EventCheck`], [`StoreOutcome`] |
+//! | [`catalog`] | tracked repos, root events and deletions, and which relay carries what |
+//! | [`announcement`] | reading a kind-30617 announcement into relays (guard rails included) |
+//! | [`acceptance`] | the GRASP acceptance rule for the service's store |
+//! | [`relay`] | one remote relay: its connection, targets, historic and live subscriptions, NIP-77, refusals, AUTH |
+//! | [`paging`] | pagination of one historic filter with `limit` and `until` |
+//! | [`nip77`] | the negentropy initiator, id fetches and rejected ids |
+//! | [`filters`] | the filters of each layer, and matching events against them |
+//! | [`info`] | NIP-11 limits and the budget derived from them |
+//! | [`backoff`] | the one exponential backoff formula, and reconnect bookkeeping |
+//! | [`status`], [`snapshot`] | what the operator sees, and what survives a restart |
+//! | [`config`], [`types`], [`url`], [`rng`] | configuration, keys and time, relay URLs, seeded jitter |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod acceptance;
 pub mod announcement;
+pub mod backoff;
 pub mod catalog;
 pub mod command;
 pub mod config;
@@ -51,13 +70,13 @@ pub mod url;
 pub struct ReadmeDoctests;
 
 pub use acceptance::{check_acceptance, AcceptanceContext, Verdict};
-pub use command::{Command, Input, SubscriptionMode};
+pub use command::{Command, EventCheck, Input, StoreOutcome, SubscriptionMode};
 pub use config::{Config, Timing};
 pub use engine::Engine;
 pub use info::{Budget, RelayInfo};
 pub use nip77::Nip77Support;
-pub use relay::{EventCheck, GiveUpReason, RelayState, StoreOutcome};
+pub use relay::{GiveUpReason, RefusalReason, RelayState, RelayStats, RelayTimer};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use status::{RelayStatus, Status};
-pub use types::{Layer, RepoCoord, TargetKey, Time};
+pub use types::{is_catalog_kind, Layer, RepoCoord, TargetKey, Time};
 pub use url::{RelayUrl, ServiceId};

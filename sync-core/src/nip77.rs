@@ -207,25 +207,6 @@ pub fn id_requests(ids: &BTreeSet<EventId>, per_filter: u32, per_req: u32) -> Ve
         .collect()
 }
 
-/// Whether a NOTICE reads like a relay refusing negentropy (some relays
-/// refuse NEG-OPEN this way instead of NEG-ERR, e.g. strfry's
-/// "ERROR: bad msg: unknown cmd").
-pub fn is_refusal_notice(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "negentropy",
-        "neg-",
-        "unknown",
-        "not supported",
-        "unsupported",
-        "bad msg",
-        "could not parse",
-        "invalid message",
-    ]
-    .iter()
-    .any(|p| m.contains(p))
-}
-
 /// Ids the store rejected, with their `created_at`: added to every
 /// reconciliation's items so that the relay does not offer them again.
 /// Bounded: at most [`REJECTED_MEMORY`] ids, each for [`REJECTED_TTL`].
@@ -433,13 +414,5 @@ mod tests {
         if let Some(next) = r.reconcile(&answer).unwrap() {
             assert!(next.len() as u64 <= 2 * small, "{}", next.len());
         }
-    }
-
-    #[test]
-    fn refusal_notices() {
-        assert!(is_refusal_notice("ERROR: bad msg: unknown cmd"));
-        assert!(is_refusal_notice("negentropy disabled"));
-        assert!(is_refusal_notice("unknown or malformed message"));
-        assert!(!is_refusal_notice("hello"));
     }
 }

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::nip77::Nip77Support;
 
+use crate::backoff::Backoff;
 use crate::catalog::RepoEntry;
 use crate::info::RelayInfo;
-use crate::relay::{Backoff, Relay};
 use crate::rng::Rng;
 use crate::types::{RepoCoord, TargetKey, Time};
 use crate::url::RelayUrl;
@@ -118,27 +118,4 @@ pub struct SavedRelay {
     /// NIP-77 support as last seen ("unsupported" lasts until the daily pass).
     #[serde(default)]
     pub nip77: Nip77Support,
-}
-
-impl SavedRelay {
-    pub(crate) fn of(r: &Relay, now: Time) -> Self {
-        SavedRelay {
-            url: r.url.clone(),
-            confirmed: r.confirmed.iter().cloned().collect(),
-            last_connected: if r.is_connected() {
-                Some(now)
-            } else {
-                r.last_connected
-            },
-            last_event_at: r.last_event_at,
-            learned_max_subs: r.learned_max_subs,
-            info: r.info.clone(),
-            backoff: r.backoff.clone(),
-            retry_at: r.retry_at(),
-            next_resync: r.next_resync,
-            cooldown_strikes: r.cooldown_strikes,
-            rng: r.rng.clone(),
-            nip77: r.nip77,
-        }
-    }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::info::Budget;
 use crate::nip77::Nip77Support;
-use crate::relay::{GiveUpReason, Relay, RelayState, RelayStats};
+use crate::relay::{GiveUpReason, RefusalReason, Relay, RelayState, RelayStats};
 use crate::types::{Layer, TargetKey, Time};
 use crate::url::RelayUrl;
 
@@ -93,46 +93,40 @@ pub struct RelayStatus {
 
 impl RelayStatus {
     pub(crate) fn of(r: &Relay, config: &Config) -> Self {
-        let mut given_up = BTreeMap::new();
-        for reason in r.given_up.values() {
-            *given_up.entry(*reason).or_insert(0) += 1;
-        }
         let layers = [Layer::Discovery, Layer::Repo, Layer::Root];
         RelayStatus {
-            url: r.url.clone(),
+            url: r.url().clone(),
             state: r.state(),
-            bootstrap: r.bootstrap,
-            targets: r.targets.len(),
+            bootstrap: r.is_bootstrap(),
+            targets: r.target_count(),
             repos: r
-                .targets
-                .iter()
+                .targets()
                 .filter(|t| matches!(t, TargetKey::Repo(_)))
                 .count(),
             roots: r
-                .targets
-                .iter()
+                .targets()
                 .filter(|t| matches!(t, TargetKey::Root(_)))
                 .count(),
-            confirmed: r.confirmed.len(),
+            confirmed: r.confirmed().len(),
             pending: r.pending_targets().count(),
-            given_up,
+            given_up: r.given_up_counts(),
             open_subscriptions: r.open_subscriptions(),
             queued_batches: r.queued_packs(),
             live_uncovered: r.live_uncovered(),
             budget: r.budget(config),
-            learned_max_subscriptions: r.learned_max_subs,
-            failures: r.backoff.failures,
+            learned_max_subscriptions: r.learned_max_subs(),
+            failures: r.failures(),
             retry_at: r.retry_at(),
-            cooldown_until: r.cooldown_until,
-            last_connected: r.last_connected,
-            next_resync: r.next_resync,
+            cooldown_until: r.cooldown_until(),
+            last_connected: r.last_connected(),
+            next_resync: r.next_resync(),
             last_event_at: layers
                 .iter()
-                .zip(r.last_event_at.iter())
+                .zip(r.last_event_at().iter())
                 .filter_map(|(l, t)| t.map(|t| (*l, t)))
                 .collect(),
-            nip77: r.nip77,
-            stats: r.stats.clone(),
+            nip77: r.nip77(),
+            stats: r.stats().clone(),
         }
     }
 }
@@ -173,7 +167,7 @@ pub struct Totals {
     /// Filters that fell back from NIP-77 to paged REQ.
     pub reconcile_fallbacks: u64,
     /// Refusals by reason.
-    pub refusals: BTreeMap<String, u64>,
+    pub refusals: BTreeMap<RefusalReason, u64>,
 }
 
 /// One ignored item (a URL or an announcement) with how often it was seen.
@@ -233,7 +227,7 @@ impl Status {
             t.reconcile_ids_needed += r.stats.reconcile_ids_needed;
             t.reconcile_fallbacks += r.stats.reconcile_fallbacks;
             for (k, v) in &r.stats.refusals {
-                *t.refusals.entry(k.clone()).or_insert(0) += v;
+                *t.refusals.entry(*k).or_insert(0) += v;
             }
         }
         Status {

@@ -143,6 +143,23 @@ pub const KIND_ISSUE: u16 = 1621;
 /// Kind number of a NIP-09 deletion request.
 pub const KIND_DELETION: u16 = 5;
 
+/// Kinds the engine learns its catalog from: repository announcements,
+/// patches, pull requests, issues and deletion requests.
+pub const CATALOG_KINDS: [u16; 5] = [
+    KIND_REPO_ANNOUNCEMENT,
+    KIND_PATCH,
+    KIND_PULL_REQUEST,
+    KIND_ISSUE,
+    KIND_DELETION,
+];
+
+/// Whether an event of this kind may change the catalog (one of
+/// [`CATALOG_KINDS`]): what a host feeds as
+/// [`Input::CatalogEvent`](crate::Input::CatalogEvent) once stored.
+pub fn is_catalog_kind(kind: u16) -> bool {
+    CATALOG_KINDS.contains(&kind)
+}
+
 /// True for the kinds that are root events (patch, pull request, issue).
 pub fn is_root_kind(kind: u16) -> bool {
     matches!(kind, KIND_PATCH | KIND_PULL_REQUEST | KIND_ISSUE)
@@ -333,4 +350,18 @@ pub enum Layer {
     Repo,
     /// L3: per root event.
     Root,
+}
+
+impl Layer {
+    /// Every layer, in order.
+    pub const ALL: [Layer; 3] = [Layer::Discovery, Layer::Repo, Layer::Root];
+
+    /// The lower-case name (a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Discovery => "discovery",
+            Layer::Repo => "repo",
+            Layer::Root => "root",
+        }
+    }
 }

@@ -133,7 +133,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use grasp_sync_core::{
-    GiveUpReason, Layer, Nip77Support, RelayState, RelayStatus, RelayUrl, Status,
+    GiveUpReason, Nip77Support, RefusalReason, RelayState, RelayStatus, RelayUrl, Status,
 };
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -292,48 +292,6 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .iter()
         .map(|(k, v)| ((*k).to_string(), escape(v)))
         .collect()
-}
-
-fn state_name(state: RelayState) -> &'static str {
-    match state {
-        RelayState::Disconnected => "disconnected",
-        RelayState::Dead => "dead",
-        RelayState::Connecting => "connecting",
-        RelayState::Syncing => "syncing",
-        RelayState::Live => "live",
-    }
-}
-
-const STATES: [RelayState; 5] = [
-    RelayState::Disconnected,
-    RelayState::Dead,
-    RelayState::Connecting,
-    RelayState::Syncing,
-    RelayState::Live,
-];
-
-fn reason_name(reason: GiveUpReason) -> &'static str {
-    match reason {
-        GiveUpReason::Refused => "refused",
-        GiveUpReason::AuthRequired => "auth-required",
-        GiveUpReason::Rejected => "rejected",
-        GiveUpReason::Unresponsive => "unresponsive",
-    }
-}
-
-const REASONS: [GiveUpReason; 4] = [
-    GiveUpReason::Refused,
-    GiveUpReason::AuthRequired,
-    GiveUpReason::Rejected,
-    GiveUpReason::Unresponsive,
-];
-
-fn layer_name(layer: Layer) -> &'static str {
-    match layer {
-        Layer::Discovery => "discovery",
-        Layer::Repo => "repo",
-        Layer::Root => "root",
-    }
 }
 
 /// How a per-relay metric is totalled.
@@ -775,9 +733,9 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
     // Relay state, with the count per state as its total.
     let mut state = Vec::new();
     for r in &status.relays {
-        for s in STATES {
+        for s in RelayState::ALL {
             state.push((
-                labels(&[("relay", r.url.as_str()), ("state", state_name(s))]),
+                labels(&[("relay", r.url.as_str()), ("state", s.as_str())]),
                 u64::from(r.state == s),
             ));
         }
@@ -788,11 +746,11 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
         false,
         state,
     );
-    let per_state = STATES
+    let per_state = RelayState::ALL
         .iter()
         .map(|s| {
             let count = status.relays.iter().filter(|r| r.state == *s).count();
-            (labels(&[("state", state_name(*s))]), count_u64(count))
+            (labels(&[("state", s.as_str())]), count_u64(count))
         })
         .collect();
     out.family("relays", "Relays per connection state", false, per_state);
@@ -841,9 +799,9 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
     // Given-up targets by reason.
     let mut given_up = Vec::new();
     for r in &status.relays {
-        for reason in REASONS {
+        for reason in GiveUpReason::ALL {
             given_up.push((
-                labels(&[("relay", r.url.as_str()), ("reason", reason_name(reason))]),
+                labels(&[("relay", r.url.as_str()), ("reason", reason.as_str())]),
                 count_u64(r.given_up.get(&reason).copied().unwrap_or(0)),
             ));
         }
@@ -854,7 +812,7 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
         false,
         given_up,
     );
-    let given_up_total = REASONS
+    let given_up_total = GiveUpReason::ALL
         .iter()
         .map(|reason| {
             let sum = status
@@ -862,7 +820,7 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
                 .iter()
                 .map(|r| count_u64(r.given_up.get(reason).copied().unwrap_or(0)))
                 .fold(0u64, u64::saturating_add);
-            (labels(&[("reason", reason_name(*reason))]), sum)
+            (labels(&[("reason", reason.as_str())]), sum)
         })
         .collect();
     out.family(
@@ -874,11 +832,14 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
 
     // Refusals by reason.
     let mut refusals = Vec::new();
-    let mut refusal_sums: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut refusal_sums: BTreeMap<RefusalReason, u64> = BTreeMap::new();
     for r in &status.relays {
         for (reason, v) in &r.stats.refusals {
-            refusals.push((labels(&[("relay", r.url.as_str()), ("reason", reason)]), *v));
-            let sum = refusal_sums.entry(reason).or_insert(0);
+            refusals.push((
+                labels(&[("relay", r.url.as_str()), ("reason", reason.as_str())]),
+                *v,
+            ));
+            let sum = refusal_sums.entry(*reason).or_insert(0);
             *sum = sum.saturating_add(*v);
         }
     }
@@ -889,7 +850,7 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
         true,
         refusal_sums
             .into_iter()
-            .map(|(reason, v)| (labels(&[("reason", reason)]), v))
+            .map(|(reason, v)| (labels(&[("reason", reason.as_str())]), v))
             .collect(),
     );
 
@@ -898,7 +859,7 @@ pub fn render(status: &Status, io: &IoCounters) -> String {
     for r in &status.relays {
         for (layer, t) in &r.last_event_at {
             last_event.push((
-                labels(&[("relay", r.url.as_str()), ("layer", layer_name(*layer))]),
+                labels(&[("relay", r.url.as_str()), ("layer", layer.as_str())]),
                 *t,
             ));
         }
@@ -1335,17 +1296,17 @@ mod tests {
             .iter()
             .find(|r| r.url.as_str() == RELAY)
             .unwrap();
-        let current = state_name(relay.state);
+        let current = relay.state.as_str();
         assert!(matches!(
             relay.state,
             RelayState::Syncing | RelayState::Live
         ));
-        for s in STATES {
-            let expected = if state_name(s) == current { 1.0 } else { 0.0 };
+        for s in RelayState::ALL {
+            let expected = if s.as_str() == current { 1.0 } else { 0.0 };
             assert_eq!(
                 get(&format!(
                     r#"grasp_sync_relay_state{{relay="{RELAY}",state="{}"}}"#,
-                    state_name(s)
+                    s.as_str()
                 )),
                 expected
             );
@@ -1488,15 +1449,17 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape("x\ny"), "x\\ny");
+        // Refusal reasons are a closed set now (no free text reaches a
+        // label); a NIP-77 protocol failure is one fixed label.
         let mut status = status();
         status.relays[0]
             .stats
             .refusals
-            .insert("odd \"reason\"\\".into(), 2);
+            .insert(RefusalReason::Nip77Protocol, 2);
         let text = render(&status, &IoCounters::default());
         let samples = check_exposition(&text);
         let key = format!(
-            r#"grasp_sync_relay_refusals_total{{relay="{}",reason="odd \"reason\"\\"}}"#,
+            r#"grasp_sync_relay_refusals_total{{relay="{}",reason="nip77-protocol"}}"#,
             status.relays[0].url
         );
         assert_eq!(samples.get(&key), Some(&2.0), "{text}");

@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use grasp_sync_core::types::{is_root_kind, KIND_DELETION, KIND_REPO_ANNOUNCEMENT};
 use grasp_sync_core::{
-    Command, Engine, EventCheck, Input, RelayInfo, RelayUrl, Status, StoreOutcome, Time,
+    is_catalog_kind, Command, Engine, EventCheck, Input, RelayInfo, RelayUrl, Status, StoreOutcome,
+    Time,
 };
 use nostr::event::{Event, EventBuilder, EventId, FinalizeEvent, Kind, Tag};
 use nostr::filter::Filter;
@@ -353,6 +353,8 @@ struct Driver {
     io: IoCounters,
     /// Inputs raised while carrying out commands (a send queue overflow).
     deferred: Vec<(RelayUrl, String)>,
+    /// The engine's next wake-up as last logged (logged when it changes).
+    logged_wakeup: Option<Time>,
 }
 
 impl Driver {
@@ -393,6 +395,7 @@ impl Driver {
             saves_in_flight: BTreeSet::new(),
             io: IoCounters::default(),
             deferred: Vec::new(),
+            logged_wakeup: None,
         }
     }
 
@@ -425,7 +428,7 @@ impl Driver {
                 Some((relay, info)) = self.info_rx.recv() => self.on_info(relay, info),
                 Some(done) = self.items_rx.recv() => self.on_local_items(done),
                 event = catalog.recv(), if catalog_open => match event {
-                    Some(event) => self.on_catalog_event(&event),
+                    Some(event) => self.input(Input::CatalogEvent(&event)),
                     None => catalog_open = false,
                 },
                 Some(reply) = metrics.recv() => {
@@ -446,9 +449,16 @@ impl Driver {
         }
     }
 
-    /// When the engine next wants a tick, as a tokio instant.
-    fn wake_instant(&self) -> tokio::time::Instant {
+    /// When the engine next wants a tick, as a tokio instant (and why, at
+    /// debug level, whenever that changes).
+    fn wake_instant(&mut self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
+        if let Some((at, relay, timer)) = self.engine.next_wakeup_reason() {
+            if self.logged_wakeup != Some(at) {
+                self.logged_wakeup = Some(at);
+                tracing::debug!(relay = relay.as_str(), timer = %timer, at_ms = at.as_millis(), "next engine wake-up");
+            }
+        }
         match self.engine.next_wakeup() {
             Some(at) => {
                 let wall = wall_clock();
@@ -996,18 +1006,9 @@ impl Driver {
             outcome,
         });
         if outcome == StoreOutcome::Stored {
-            if let Some(event) = done.event {
-                self.on_catalog_event(&event);
+            if let Some(event) = done.event.filter(|e| is_catalog_kind(e.kind.as_u16())) {
+                self.input(Input::CatalogEvent(&event));
             }
-        }
-    }
-
-    fn on_catalog_event(&mut self, event: &Event) {
-        match event.kind.as_u16() {
-            KIND_REPO_ANNOUNCEMENT => self.input(Input::AnnouncementSeen(event)),
-            KIND_DELETION => self.input(Input::DeletionSeen(event)),
-            k if is_root_kind(k) => self.input(Input::RootEventSeen(event)),
-            _ => {}
         }
     }
 
@@ -1227,10 +1228,6 @@ pub fn auth_event(keys: &Keys, relay: &RelayUrl, challenge: &str) -> Result<Even
 #[derive(Debug, thiserror::Error)]
 #[error("building the AUTH event: {0}")]
 pub struct AuthEventError(String);
-
-fn is_catalog_kind(kind: u16) -> bool {
-    crate::store::CATALOG_KINDS.contains(&kind)
-}
 
 #[cfg(test)]
 mod tests {

@@ -386,7 +386,7 @@ fn run(n: usize) -> Figures {
     plan_config.nip77 = false;
     let mut engine = Engine::new(plan_config);
     for a in &anns {
-        engine.handle_input(now, Input::AnnouncementSeen(a));
+        engine.handle_input(now, Input::CatalogEvent(a));
         sink.drain(&mut engine);
     }
     let ingest = start.elapsed();
@@ -454,7 +454,7 @@ fn run(n: usize) -> Figures {
         let before = sink.historic.len();
         let live_before: u32 = sink.per_relay.iter().map(|p| p.live_reqs).sum();
         let t = Instant::now();
-        engine.handle_input(clock, Input::AnnouncementSeen(a));
+        engine.handle_input(clock, Input::CatalogEvent(a));
         let mut cmds = sink.drain(&mut engine);
         let input_only = t.elapsed();
         let due = clock.plus(batch_delay);

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use grasp_sync_core::{
-    Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl, Snapshot, StoreOutcome,
-    SubscriptionMode, TargetKey, Time,
+    is_catalog_kind, Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl, Snapshot,
+    StoreOutcome, SubscriptionMode, TargetKey, Time,
 };
 use nostr::event::{Event, EventId};
 use nostr::filter::{Filter, MatchEventOptions};
@@ -605,10 +605,9 @@ impl World {
                         if let Some(a) = self.parse_relays(&event) {
                             self.listed.extend(a);
                         }
-                        self.feed(Input::AnnouncementSeen(&event));
+                        self.feed(Input::CatalogEvent(&event));
                     }
-                    1617 | 1618 | 1621 => self.feed(Input::RootEventSeen(&event)),
-                    5 => self.feed(Input::DeletionSeen(&event)),
+                    k if is_catalog_kind(k) => self.feed(Input::CatalogEvent(&event)),
                     _ => {}
                 }
             }

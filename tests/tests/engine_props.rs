@@ -193,7 +193,7 @@ fn play(ops: &[Op], auth: bool, nip77: bool) -> Run {
                     known.extend(urls.iter().map(|u| fixtures::url(u)));
                 }
                 events.push(a.clone());
-                engine.handle_input(now, Input::AnnouncementSeen(&a));
+                engine.handle_input(now, Input::CatalogEvent(&a));
             }
             Op::Root { author, repo } => {
                 let r = root(
@@ -204,12 +204,12 @@ fn play(ops: &[Op], auth: bool, nip77: bool) -> Run {
                     "x",
                 );
                 events.push(r.clone());
-                engine.handle_input(now, Input::RootEventSeen(&r));
+                engine.handle_input(now, Input::CatalogEvent(&r));
             }
             Op::Delete { author, repo } => {
                 let c = coord(*author, &format!("r{repo}"));
                 let d = deletion(*author, now.as_secs(), &[&c], &[]);
-                engine.handle_input(now, Input::DeletionSeen(&d));
+                engine.handle_input(now, Input::CatalogEvent(&d));
             }
             Op::Info { relay, max_subs } => engine.handle_input(
                 now,

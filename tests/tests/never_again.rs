@@ -226,7 +226,7 @@ fn synced(config: Config, anns: &[&Event]) -> Driver {
     let mut d = Driver::new(config);
     let mut cs = Vec::new();
     for a in anns {
-        cs.extend(d.input(Input::AnnouncementSeen(a)));
+        cs.extend(d.input(Input::CatalogEvent(a)));
     }
     let cs = d.connect_all(&cs);
     d.eose_all(cs);
@@ -246,7 +246,7 @@ fn connected(config: Config, anns: &[&Event]) -> (Driver, Vec<Command>) {
     let mut d = Driver::new(config);
     let mut cs = Vec::new();
     for a in anns {
-        cs.extend(d.input(Input::AnnouncementSeen(a)));
+        cs.extend(d.input(Input::CatalogEvent(a)));
     }
     let out = d.connect_all(&cs);
     (d, out)
@@ -651,7 +651,7 @@ fn never_again_02_engine_is_sync_and_owns_no_io() {
             }
         };
         drain(e, &mut out);
-        e.handle_input(t.plus(secs(1)), Input::AnnouncementSeen(&ann));
+        e.handle_input(t.plus(secs(1)), Input::CatalogEvent(&ann));
         drain(e, &mut out);
         let r1 = url(R1);
         e.handle_input(t.plus(secs(2)), Input::Connected { relay: &r1 });
@@ -741,7 +741,7 @@ fn never_again_04_reconnect_catches_up_on_the_gap() {
     let (one, two) = (coord(1, "one"), coord(2, "two"));
     let issue = root(1621, 3, T0 - 50, &one, "bug");
     let mut d = synced(config(), &[&ann1, &ann2]);
-    d.input(Input::RootEventSeen(&issue));
+    d.input(Input::CatalogEvent(&issue));
     let cs = settle(&mut d);
     d.eose_all(cs);
     let targets = d.engine.relay_targets(&relay).expect("targets");
@@ -1029,7 +1029,7 @@ fn never_again_06_failed_first_connect_is_retried() {
     let relay = url(R1);
     let ann = announcement(1, "repo", T0 - 100, &[R1], true);
     let mut d = Driver::new(config());
-    let first = d.input(Input::AnnouncementSeen(&ann));
+    let first = d.input(Input::CatalogEvent(&ann));
     let n = check_retry_schedule(&mut d, &relay, &first, 4);
     assert!((30..=40).contains(&n), "{n} attempts over four days");
 }
@@ -1078,13 +1078,13 @@ fn never_again_06_bootstrap_relay_keeps_discovery_when_unlisted() {
     assert_eq!(d.engine.relay_targets(&boot), Some(discovery.clone()));
 
     let listed = announcement(1, "repo", T0 - 100, &[R3], true);
-    d.input(Input::AnnouncementSeen(&listed));
+    d.input(Input::CatalogEvent(&listed));
     let cs = settle(&mut d);
     d.eose_all(cs);
     assert_eq!(d.engine.relay_targets(&boot).map(|s| s.len()), Some(2));
 
     let unlisted = announcement(1, "repo", T0 - 50, &[R1], true);
-    d.input(Input::AnnouncementSeen(&unlisted));
+    d.input(Input::CatalogEvent(&unlisted));
     let cs = settle(&mut d);
     assert_eq!(
         d.engine.relay_targets(&boot),
@@ -1168,7 +1168,7 @@ fn never_again_07_empty_relay_not_closed_while_first_batch_pending() {
     let ann = announcement(1, "repo", T0 - 100, &[R1], true);
     let (mut d, _) = connected(config(), &[&ann]);
     let newer = announcement(1, "repo", T0 - 50, &[R2], true);
-    let cs = d.input(Input::AnnouncementSeen(&newer));
+    let cs = d.input(Input::CatalogEvent(&newer));
     d.connect_all(&cs);
     assert_eq!(d.engine.relay_targets(&relay).map(|s| s.len()), Some(0));
     let all = run(&mut d, secs(59));
@@ -1979,7 +1979,7 @@ fn never_again_12_closed_for_an_old_id_touches_nothing_else() {
     // Churn: two repos added one at a time, then a quick reconnect.
     for (n, name) in [(2, "two"), (3, "three")] {
         let ann = announcement(n, name, T0 - 90, &[R1], true);
-        d.input(Input::AnnouncementSeen(&ann));
+        d.input(Input::CatalogEvent(&ann));
         let cs = settle(&mut d);
         eose(&mut d, &historic(&cs));
     }
@@ -1993,7 +1993,7 @@ fn never_again_12_closed_for_an_old_id_touches_nothing_else() {
     eose(&mut d, &historic(&cs));
     // Now a REQ in flight for a fourth repo.
     let ann4 = announcement(4, "four", T0 - 80, &[R1], true);
-    d.input(Input::AnnouncementSeen(&ann4));
+    d.input(Input::CatalogEvent(&ann4));
     let cs = settle(&mut d);
     let in_flight = historic(&cs);
     assert_eq!(in_flight.len(), 1, "{}", show(&cs));
@@ -2143,7 +2143,7 @@ fn never_again_13_new_event_does_not_resend_every_filter() {
     let ann2 = announcement(2, "two", T0 - 90, &[R1], true);
     let two = TargetKey::Repo(std::sync::Arc::new(coord(2, "two")));
     let before = live_ids(&d);
-    let mut cs = d.input(Input::AnnouncementSeen(&ann2));
+    let mut cs = d.input(Input::CatalogEvent(&ann2));
     cs.extend(settle(&mut d));
     check(&d, &cs, &before, &[&a], &two);
     eose(&mut d, &historic(&cs));
@@ -2151,7 +2151,7 @@ fn never_again_13_new_event_does_not_resend_every_filter() {
     // A new issue on repo one: A and B.
     let issue = root(1621, 5, T0 - 10, &one, "bug");
     let before = live_ids(&d);
-    let mut cs = d.input(Input::RootEventSeen(&issue));
+    let mut cs = d.input(Input::CatalogEvent(&issue));
     cs.extend(settle(&mut d));
     check(&d, &cs, &before, &[&a, &b], &TargetKey::Root(issue.id));
     eose(&mut d, &historic(&cs));
@@ -2161,7 +2161,7 @@ fn never_again_13_new_event_does_not_resend_every_filter() {
     let ann3 = announcement(3, "three", T0 - 80, &[R1], true);
     let three = TargetKey::Repo(std::sync::Arc::new(coord(3, "three")));
     let before = live_ids(&d);
-    let mut cs = d.input(Input::AnnouncementSeen(&ann3));
+    let mut cs = d.input(Input::CatalogEvent(&ann3));
     cs.extend(settle(&mut d));
     check(&d, &cs, &before, &[&a], &three);
     eose(&mut d, &historic(&cs));
@@ -2171,15 +2171,15 @@ fn never_again_13_new_event_does_not_resend_every_filter() {
 
     // Events that change nothing cost nothing.
     for e in [&ann2, &ann1] {
-        let mut cs = d.input(Input::AnnouncementSeen(e));
+        let mut cs = d.input(Input::CatalogEvent(e));
         cs.extend(settle(&mut d));
         assert!(cs.is_empty(), "a repeated announcement:\n{}", show(&cs));
     }
-    let mut cs = d.input(Input::RootEventSeen(&issue));
+    let mut cs = d.input(Input::CatalogEvent(&issue));
     cs.extend(settle(&mut d));
     assert!(cs.is_empty(), "a repeated root event:\n{}", show(&cs));
     let stranger = root(1621, 5, T0 - 5, &coord(42, "untracked"), "elsewhere");
-    let mut cs = d.input(Input::RootEventSeen(&stranger));
+    let mut cs = d.input(Input::CatalogEvent(&stranger));
     cs.extend(settle(&mut d));
     assert!(
         cs.is_empty(),
@@ -2223,7 +2223,7 @@ fn never_again_14_own_relay_exact_match_and_no_github_relays() {
     config.bootstrap.push(url("wss://git.example.com"));
     let mut d = Driver::new(config);
     let mut cs = d.input(Input::Tick);
-    cs.extend(d.input(Input::AnnouncementSeen(&ann)));
+    cs.extend(d.input(Input::CatalogEvent(&ann)));
     assert_eq!(
         d.engine.status().repos,
         1,
@@ -2289,7 +2289,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
     let ann2 = announcement(2, "two", T0 - 100, &[R2], true);
     let issue = root(1621, 5, T0 - 50, &one, "bug");
     let mut d = synced(config(), &[&ann1, &ann2]);
-    d.input(Input::RootEventSeen(&issue));
+    d.input(Input::CatalogEvent(&issue));
     let cs = settle(&mut d);
     eose(&mut d, &historic(&cs));
     assert_eq!(d.engine.relay_targets(&a).map(|s| s.len()), Some(3));
@@ -2298,7 +2298,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
 
     // Status counters: received, stored, duplicate, rejected, invalid.
     let another = root(1621, 6, T0 - 40, &one, "another");
-    d.input(Input::RootEventSeen(&another));
+    d.input(Input::CatalogEvent(&another));
     let cs = settle(&mut d);
     let (mine, rest): (Vec<Sub>, Vec<Sub>) = historic(&cs)
         .into_iter()
@@ -2407,7 +2407,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
 
     // Shrinking: a newer announcement of `one` without A.
     let ann1b = announcement(1, "one", T0 - 10, &[R2], true);
-    let mut cs = d.input(Input::AnnouncementSeen(&ann1b));
+    let mut cs = d.input(Input::CatalogEvent(&ann1b));
     cs.extend(settle(&mut d));
     assert!(
         cs.iter().all(|c| *c.relay() == a),
@@ -2430,7 +2430,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
 
     // Shrinking: kind-5 deletions of both repos (by coordinate and by id).
     let del1 = deletion(1, T0, &[&one], &[]);
-    d.input(Input::DeletionSeen(&del1));
+    d.input(Input::CatalogEvent(&del1));
     assert_eq!(
         d.engine.relay_targets(&b).map(|s| s.len()),
         Some(2),
@@ -2438,7 +2438,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
     );
     assert_eq!(d.engine.status().repos, 1);
     let del2 = deletion(2, T0, &[], &[&ann2.id]);
-    d.input(Input::DeletionSeen(&del2));
+    d.input(Input::CatalogEvent(&del2));
     assert_eq!(d.engine.relay_targets(&b).map(|s| s.len()), Some(0));
     assert_eq!(d.engine.status().repos, 0);
     let out = run(&mut d, secs(61));
@@ -2447,7 +2447,7 @@ fn never_again_15_indexes_shrink_state_persists_status_counts() {
     assert_eq!(d.engine.status().counters.deletions_applied, 2);
     assert!(d.engine.snapshot().repos.is_empty());
     // A deleted repo stays deleted (a re-delivered old version is refused).
-    let mut cs = d.input(Input::AnnouncementSeen(&ann1b));
+    let mut cs = d.input(Input::CatalogEvent(&ann1b));
     cs.extend(settle(&mut d));
     assert!(cs.is_empty(), "{}", show(&cs));
     assert_eq!(d.engine.status().counters.announcements_deleted, 1);

@@ -35,12 +35,12 @@ fn engine_for(ds: &Dataset) -> Engine {
     let mut engine = Engine::new(config);
     let now = Time::from_secs(ds.base_time() + 10 * 86_400);
     for a in ds.announcements() {
-        engine.handle_input(now, Input::AnnouncementSeen(&a));
+        engine.handle_input(now, Input::CatalogEvent(&a));
     }
     for e in ds.events() {
         let k = e.kind.as_u16();
         if matches!(k, 1617 | 1618 | 1621) && engine.check_acceptance(e).is_accept() {
-            engine.handle_input(now, Input::RootEventSeen(e));
+            engine.handle_input(now, Input::CatalogEvent(e));
         }
     }
     while engine.poll_command().is_some() {}

@@ -32,7 +32,7 @@ fn harsh_worlds_converge() {
         assert_converged(&w, &format!("seed {seed}"));
         let st = w.engine.status();
         for (k, v) in st.totals.refusals {
-            *seen.entry(k).or_insert(0) += v;
+            *seen.entry(k.as_str().to_owned()).or_insert(0) += v;
         }
         *seen.entry("authenticate".to_owned()).or_insert(0) += w
             .log

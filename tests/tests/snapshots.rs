@@ -381,7 +381,7 @@ fn one_repo() {
     let mut s = Scenario::new();
     let relay = url(RELAY);
     let ann = tracked(1, "repo");
-    let cs = s.input("announcement 30617:<1>:repo", Input::AnnouncementSeen(&ann));
+    let cs = s.input("announcement 30617:<1>:repo", Input::CatalogEvent(&ann));
     assert!(cs.iter().any(|c| matches!(c, Command::Connect { .. })));
     let cs = s.input("connected", Input::Connected { relay: &relay });
     assert_eq!(cs.iter().filter(|c| is_live(c)).count(), 1);
@@ -428,7 +428,7 @@ fn three_hundred_repos_on_one_relay() {
         .collect();
     let mut ingest = Vec::new();
     for a in &anns {
-        ingest.extend(s.d.input(Input::AnnouncementSeen(a)));
+        ingest.extend(s.d.input(Input::CatalogEvent(a)));
     }
     s.record(
         "300 announcements ingested (relay not yet connected)",
@@ -468,7 +468,7 @@ fn repo_with_thirty_root_events() {
     let mut s = Scenario::new();
     let relay = url(RELAY);
     let ann = tracked(1, "repo");
-    s.input("announcement 30617:<1>:repo", Input::AnnouncementSeen(&ann));
+    s.input("announcement 30617:<1>:repo", Input::CatalogEvent(&ann));
     let cs = s.input("connected", Input::Connected { relay: &relay });
     s.eose_all(&cs);
     let repo = coord(1, "repo");
@@ -491,7 +491,7 @@ fn repo_with_thirty_root_events() {
         s.record("10 s later", &cs);
         let mut immediate = Vec::new();
         for r in burst {
-            immediate.extend(s.d.input(Input::RootEventSeen(r)));
+            immediate.extend(s.d.input(Input::CatalogEvent(r)));
         }
         let ids: Vec<String> = burst
             .iter()
@@ -544,7 +544,7 @@ fn nip11_max_subscriptions_three() {
         .collect();
     let mut ingest = Vec::new();
     for a in &anns {
-        ingest.extend(s.d.input(Input::AnnouncementSeen(a)));
+        ingest.extend(s.d.input(Input::CatalogEvent(a)));
     }
     s.record(
         "250 announcements ingested (relay not yet connected)",
@@ -582,7 +582,7 @@ fn quick_reconnect() {
     let mut s = Scenario::new();
     let relay = url(RELAY);
     let ann = tracked(1, "repo");
-    s.input("announcement 30617:<1>:repo", Input::AnnouncementSeen(&ann));
+    s.input("announcement 30617:<1>:repo", Input::CatalogEvent(&ann));
     let cs = s.input("connected", Input::Connected { relay: &relay });
     s.eose_all(&cs);
     let cs = s.d.run_for(Duration::from_secs(600));

@@ -5,9 +5,6 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use grasp_sync_core::types::{
-    KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PULL_REQUEST, KIND_REPO_ANNOUNCEMENT,
-};
 use grasp_sync_core::StoreOutcome;
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
@@ -20,15 +17,7 @@ pub mod relay_sink;
 /// A boxed, sendable future (the trait is object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Kinds the engine learns its catalog from: repository announcements,
-/// patches, pull requests, issues and deletion requests.
-pub const CATALOG_KINDS: [u16; 5] = [
-    KIND_REPO_ANNOUNCEMENT,
-    KIND_PATCH,
-    KIND_PULL_REQUEST,
-    KIND_ISSUE,
-    KIND_DELETION,
-];
+pub use grasp_sync_core::types::CATALOG_KINDS;
 
 /// Why a store operation failed. A failed save is counted by the runner as a
 /// rejection and logged; it never stops the sync.

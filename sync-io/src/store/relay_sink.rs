@@ -76,7 +76,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use grasp_sync_core::{RelayUrl, StoreOutcome};
+use grasp_sync_core::backoff::exponential;
+use grasp_sync_core::{is_catalog_kind, RelayUrl, StoreOutcome};
 use nostr::event::{Event, EventId, Kind};
 use nostr::filter::Filter;
 use nostr::message::{ClientMessage, RelayMessage, SubscriptionId};
@@ -234,13 +235,9 @@ fn catalog_filter() -> Filter {
     Filter::new().kinds(CATALOG_KINDS.iter().map(|k| Kind::from(*k)))
 }
 
-fn is_catalog_kind(kind: Kind) -> bool {
-    CATALOG_KINDS.contains(&kind.as_u16())
-}
-
-/// Reconnect delays: `min`, doubling to `max`.
+/// Reconnect delays: `min`, doubling to `max` (the core's backoff formula).
 struct Backoff {
-    next: Duration,
+    failures: u32,
     min: Duration,
     max: Duration,
 }
@@ -248,19 +245,19 @@ struct Backoff {
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
         Backoff {
-            next: min,
+            failures: 0,
             min,
             max: max.max(min),
         }
     }
 
     fn reset(&mut self) {
-        self.next = self.min;
+        self.failures = 0;
     }
 
     fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
+        let d = exponential(self.min, self.max, self.failures);
+        self.failures = self.failures.saturating_add(1);
         d
     }
 }
@@ -969,7 +966,7 @@ impl Feed {
 
     /// Sends one event to the engine unless already sent; true if sent.
     async fn deliver(&mut self, event: Event) -> Flow<bool> {
-        if !is_catalog_kind(event.kind) {
+        if !is_catalog_kind(event.kind.as_u16()) {
             return Ok(false);
         }
         if self.seen.insert(event.id, event.created_at).is_some() {

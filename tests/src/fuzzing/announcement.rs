@@ -128,7 +128,7 @@ pub fn run(data: &[u8]) {
         config.allow_private = allow_private;
         config.max_relays_per_announcement = MAX_RELAYS;
         let mut engine = Engine::new(config);
-        engine.handle_input(Time::from_secs(T0), Input::AnnouncementSeen(&event));
+        engine.handle_input(Time::from_secs(T0), Input::CatalogEvent(&event));
         while engine.poll_command().is_some() {}
         for url in engine.relay_urls() {
             assert!(

@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
 use grasp_sync_core::nip77;
+use grasp_sync_core::types::is_root_kind;
 use grasp_sync_core::{
-    Budget, Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl, RepoCoord, ServiceId,
-    Snapshot, StoreOutcome, Time,
+    is_catalog_kind, Budget, Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl,
+    RepoCoord, ServiceId, Snapshot, StoreOutcome, Time,
 };
 use nostr::event::{Event, EventId};
 use nostr::message::SubscriptionId;
@@ -731,7 +732,7 @@ impl Harness {
             }
             Step::Announce { .. } => {
                 if let Some(event) = self.announcement(step) {
-                    self.feed(Input::AnnouncementSeen(&event));
+                    self.feed(Input::CatalogEvent(&event));
                 }
             }
             Step::AnnounceMany {
@@ -751,13 +752,13 @@ impl Harness {
                         &urls,
                         *lists_service,
                     );
-                    self.feed(Input::AnnouncementSeen(&event));
+                    self.feed(Input::CatalogEvent(&event));
                 }
             }
             Step::Root(e) => {
                 let event = self.event(e);
                 self.roots.push(event.id);
-                self.feed(Input::RootEventSeen(&event));
+                self.feed(Input::CatalogEvent(&event));
             }
             Step::Delete { author, repo, root } => {
                 let repo = RepoCoord::new(pubkey(u32::from(*author)), format!("repo-{repo}"));
@@ -767,7 +768,7 @@ impl Harness {
                 let ids: Vec<&EventId> = root.iter().collect();
                 let event =
                     fixtures::deletion(u32::from(*author), self.now.as_secs(), &[&repo], &ids);
-                self.feed(Input::DeletionSeen(&event));
+                self.feed(Input::CatalogEvent(&event));
             }
             Step::Info {
                 relay,
@@ -1011,14 +1012,12 @@ impl Harness {
         if outcome != StoreOutcome::Stored {
             return;
         }
-        match event.kind.as_u16() {
-            30617 => self.feed(Input::AnnouncementSeen(event)),
-            5 => self.feed(Input::DeletionSeen(event)),
-            1617 | 1618 | 1621 => {
-                self.roots.push(event.id);
-                self.feed(Input::RootEventSeen(event));
-            }
-            _ => {}
+        let kind = event.kind.as_u16();
+        if is_root_kind(kind) {
+            self.roots.push(event.id);
+        }
+        if is_catalog_kind(kind) {
+            self.feed(Input::CatalogEvent(event));
         }
     }
 }

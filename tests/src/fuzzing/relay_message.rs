@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 
 use grasp_sync_core::relay::RelayStats;
 use grasp_sync_core::{
-    Command, Config, Engine, EventCheck, Input, RelayUrl, ServiceId, StoreOutcome, Time,
+    is_catalog_kind, Command, Config, Engine, EventCheck, Input, RelayUrl, ServiceId, StoreOutcome,
+    Time,
 };
 use grasp_sync_io::connection::Incoming;
 use grasp_sync_io::pipeline::{Inbox, SeenIds};
@@ -74,7 +75,7 @@ fn template() -> &'static (Engine, Vec<SubscriptionId>) {
         let now = Time::from_secs(T0);
         let ann = fixtures::announcement(REPO_AUTHOR, REPO_D, T0 - 3600, &[RELAY], true);
         engine.handle_input(now, Input::Tick);
-        engine.handle_input(now, Input::AnnouncementSeen(&ann));
+        engine.handle_input(now, Input::CatalogEvent(&ann));
         engine.handle_input(now, Input::Connected { relay: &relay });
         let later = now.plus(std::time::Duration::from_secs(5));
         engine.handle_input(later, Input::Tick);
@@ -264,13 +265,8 @@ impl Pipeline {
                             created_at: event.created_at.as_secs(),
                             outcome,
                         });
-                        if outcome == StoreOutcome::Stored {
-                            match event.kind.as_u16() {
-                                30617 => self.input(Input::AnnouncementSeen(&event)),
-                                5 => self.input(Input::DeletionSeen(&event)),
-                                1617 | 1618 | 1621 => self.input(Input::RootEventSeen(&event)),
-                                _ => {}
-                            }
+                        if outcome == StoreOutcome::Stored && is_catalog_kind(event.kind.as_u16()) {
+                            self.input(Input::CatalogEvent(&event));
                         }
                     }
                 }

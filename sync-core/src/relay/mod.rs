@@ -1,0 +1,873 @@
+//! One remote relay: the only place where its parts meet.
+//!
+//! Each concern is a type that owns its state, takes values (`now`,
+//! `&Budget`, `&Timing`) and returns outcomes; parts never use each other.
+//! [`Relay`] routes every input to the part that holds the subscription
+//! (one lookup in the owner index), applies what the parts return (targets
+//! to confirm or give up, packs to page, budgets to lower), and pumps.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `targets` | the targets and where their historic work stands (confirmed, pending, given up) |
+//! | `link` | the connection lifecycle, reconnect backoff, the empty grace |
+//! | `limits` | NIP-11 limits and the learned subscription cap: the budget |
+//! | `historic` | queued packs, historic REQs and their pages, retries, the daily pass and poll schedule |
+//! | `live` | live groups, tails, their updates and refusals |
+//! | `negentropy` | NIP-77 jobs and the relay's NIP-77 support |
+//! | `refusal` | what a `CLOSED` or `NOTICE` says; the rate-limit cool-down |
+//! | `auth` | NIP-42 AUTH |
+//! | `out` | (shared) commands, fresh ids, the owner index, unanswered REQs |
+//! | `pack`, `timers`, `stats` | (shared) the pack value type, named deadlines, counters and reasons |
+//! | `view`, `persist` | read-only views of `Relay`; what it saves and restores |
+
+mod auth;
+mod historic;
+mod limits;
+mod link;
+mod live;
+mod negentropy;
+mod out;
+mod pack;
+mod persist;
+mod refusal;
+mod stats;
+mod targets;
+mod timers;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, VecDeque};
+
+use nostr::event::{Event, EventId};
+use nostr::message::SubscriptionId;
+
+use self::auth::{Auth, AuthOutcome};
+use self::historic::{Historic, Next};
+use self::limits::Limits;
+use self::link::{Link, Reconnect};
+use self::live::LiveSet;
+use self::negentropy::{JobDone, NegJobs};
+use self::out::{Owner, RelayOut, SubBook};
+use self::refusal::{Cooldown, Notice, Refusal};
+use self::targets::{Removed, TargetBook};
+use self::timers::{deadline, soonest, Deadline};
+use crate::backoff::exponential;
+use crate::command::{Command, EventCheck, StoreOutcome, SubscriptionMode};
+use crate::config::Config;
+use crate::info::{Budget, RelayInfo};
+use crate::nip77::RejectedIds;
+use crate::rng::Rng;
+use crate::types::{Layer, TargetKey, Time};
+use crate::url::RelayUrl;
+
+pub use self::stats::{GiveUpReason, RefusalReason, RelayState, RelayStats};
+pub use self::timers::RelayTimer;
+
+/// What every relay shares: the configuration, the engine's output queue
+/// and the ids the store rejected (NIP-77 items).
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub out: VecDeque<Command>,
+    pub rejected: RejectedIds,
+}
+
+/// A sending view over a relay's fields and the shared output queue.
+macro_rules! out {
+    ($relay:ident, $sh:ident) => {
+        RelayOut::new(
+            &$relay.url,
+            &mut $sh.out,
+            &mut $relay.subs,
+            &mut $relay.stats,
+        )
+    };
+}
+
+/// One remote relay.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    url: RelayUrl,
+    bootstrap: bool,
+    rng: Rng,
+    /// The deadline the engine's timer set holds for this relay.
+    scheduled: Option<Deadline>,
+    stats: RelayStats,
+    /// Newest `created_at` received per layer (discovery, repo, root).
+    last_event_at: [Option<u64>; 3],
+    subs: SubBook,
+    targets: TargetBook,
+    link: Link,
+    limits: Limits,
+    historic: Historic,
+    live: LiveSet,
+    neg: NegJobs,
+    cooldown: Cooldown,
+    auth: Auth,
+}
+
+impl Relay {
+    /// A new relay, due to connect at `now`.
+    pub(crate) fn new(url: RelayUrl, seed: u64, now: Time) -> Self {
+        let rng = Rng::for_stream(seed, url.as_str());
+        Relay {
+            url,
+            bootstrap: false,
+            rng,
+            scheduled: None,
+            stats: RelayStats::default(),
+            last_event_at: [None; 3],
+            subs: SubBook::default(),
+            targets: TargetBook::default(),
+            link: Link::new(now),
+            limits: Limits::default(),
+            historic: Historic::default(),
+            live: LiveSet::default(),
+            neg: NegJobs::default(),
+            cooldown: Cooldown::default(),
+            auth: Auth::default(),
+        }
+    }
+
+    /// True when the relay has nothing to do and may be forgotten after grace.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+            && !self.bootstrap
+            && !self.targets.has_pending()
+            && self.historic.active_len() == 0
+            && self.neg.is_empty()
+    }
+
+    /// Notes whether the relay is empty at `now`; true once it has been
+    /// empty for the whole grace period (then it is closed and forgotten).
+    pub(crate) fn empty_for_grace(&mut self, now: Time, config: &Config) -> bool {
+        let empty = self.is_empty();
+        self.link.empty_for_grace(empty, now, &config.timing)
+    }
+
+    fn wants_connection(&self) -> bool {
+        self.bootstrap || !self.targets.is_empty()
+    }
+
+    /// The earliest time this relay needs `on_timer`, and why.
+    /// Work that is ready but blocked (no free slot) is not a deadline: what
+    /// unblocks it (an EOSE, a cool-down ending) calls `pump` itself.
+    pub(crate) fn next_deadline(&self, config: &Config, now: Time) -> Option<Deadline> {
+        let t = &config.timing;
+        let mut d = self.link.poll_timeout(t, self.wants_connection());
+        if !self.link.is_connected() {
+            return d;
+        }
+        let free = self.cooldown.until().is_none() && !self.auth.blocks();
+        let slot = self.open_subscriptions() < self.budget(config).max_subscriptions as usize;
+        d = soonest(d, self.historic.poll_timeout(now, t, free && slot));
+        d = soonest(d, self.neg.poll_timeout(t));
+        d = soonest(d, deadline(self.cooldown.until(), RelayTimer::Cooldown));
+        d = soonest(d, self.auth.poll_timeout());
+        if free {
+            d = soonest(d, self.live.poll_timeout(now));
+        }
+        d
+    }
+
+    // ----- targets ---------------------------------------------------------
+
+    pub(crate) fn add_target(&mut self, target: TargetKey, now: Time, sh: &mut Shared) {
+        if !self.targets.insert(target.clone()) {
+            return;
+        }
+        self.link.not_empty();
+        if self.is_connected() {
+            let budget = self.budget(&sh.config);
+            self.live
+                .add(&target, now, &budget, sh.config.timing.batch_delay);
+            if self.targets.is_new(&target) {
+                let cap = target.layer().pack_capacity(budget.max_values_per_filter);
+                self.targets.pend(&target);
+                self.historic
+                    .enqueue_new(target, now, cap, sh.config.timing.batch_delay);
+            }
+        } else {
+            // Packed in bulk at the next connect: cheaper than one by one.
+            self.live.mark_stale();
+        }
+    }
+
+    pub(crate) fn remove_target(&mut self, target: &TargetKey, sh: &mut Shared) {
+        if self.bootstrap && *target == TargetKey::Discovery {
+            return; // a bootstrap relay always carries layer 1
+        }
+        match self.targets.remove(target) {
+            Removed::Absent => return,
+            Removed::Idle => {}
+            Removed::Pending => {
+                self.historic.remove_target(target, &mut out!(self, sh));
+                self.neg.remove_target(target, &mut out!(self, sh));
+            }
+        }
+        if self.is_connected() {
+            self.live.remove(target);
+        } else {
+            self.live.mark_stale();
+        }
+    }
+
+    /// Queues packs for `targets` (sorted), `since` bounding them below.
+    fn enqueue_all(
+        &mut self,
+        targets: Vec<TargetKey>,
+        since: Option<u64>,
+        now: Time,
+        config: &Config,
+    ) {
+        for t in &targets {
+            self.targets.pend(t);
+        }
+        let values = self.budget(config).max_values_per_filter;
+        self.historic.enqueue_all(targets, since, now, values);
+    }
+
+    /// The three-way difference: queue every target that is neither pending,
+    /// confirmed nor given up.
+    fn plan_new_work(&mut self, now: Time, config: &Config) {
+        let new = self.targets.new_work();
+        self.enqueue_all(new, None, now, config);
+    }
+
+    /// Applies the end of a NIP-77 step.
+    fn apply(&mut self, done: JobDone, now: Time) {
+        match done {
+            JobDone::Running => {}
+            JobDone::Confirmed(targets) => self.targets.confirm(targets),
+            JobDone::Paged(pack) => self.historic.push_front(pack, now),
+        }
+    }
+
+    fn give_up(&mut self, packs: Vec<pack::Pack>, reason: GiveUpReason) {
+        for p in packs {
+            self.targets.give_up(p.targets, reason);
+        }
+    }
+
+    // ----- lifecycle -------------------------------------------------------
+
+    /// Starts a connection attempt when one is due.
+    pub(crate) fn maybe_connect(&mut self, now: Time, sh: &mut Shared) {
+        if !self.link.due(now, self.wants_connection()) {
+            return;
+        }
+        let mut out = out!(self, sh);
+        // Asked with every attempt until a document (or the host's word that
+        // there is none: an empty `RelayInfo`) arrives: a relay that was down
+        // at first contact still gets planned within its limits.
+        if self.limits.info().is_none() {
+            out.fetch_info();
+        }
+        out.stats.connects += 1;
+        out.connect();
+        self.link.start(now);
+    }
+
+    pub(crate) fn on_connected(&mut self, now: Time, sh: &mut Shared) {
+        let t = sh.config.timing.clone();
+        let has_confirmed = !self.targets.confirmed().is_empty();
+        let Some(reconnect) = self.link.connected(now, &t, has_confirmed) else {
+            // Not an attempt we are waiting for (e.g. one we already gave up
+            // on and told the host to drop): ignore it.
+            self.stats.stale_inputs += 1;
+            return;
+        };
+        // A challenge that came with the handshake is kept for this session.
+        self.clear_session();
+        self.auth.new_session();
+        match reconnect {
+            Reconnect::Quick { since } => {
+                let confirmed = self.targets.confirmed_targets();
+                self.enqueue_all(confirmed, Some(since), now, &sh.config);
+            }
+            Reconnect::Fresh => self.targets.clear_confirmed(),
+        }
+        self.plan_new_work(now, &sh.config);
+        if self.live.is_stale() {
+            let budget = self.budget(&sh.config);
+            self.live.pack_all(&self.targets.sorted(), &budget);
+        }
+        self.live.connected(now);
+        self.historic.reset_poll();
+        // An overdue daily pass (missed while disconnected) runs at the next timer.
+        self.historic.schedule_resync(now, &t, &mut self.rng);
+        self.pump(now, sh);
+    }
+
+    fn lose_connection(&mut self, now: Time, sh: &mut Shared) {
+        self.stats.reconcile_fallbacks += self.neg.dropped();
+        let open = self.open_subscriptions();
+        if self.link.lost(now, &sh.config.timing, &mut self.rng, open) {
+            self.limits.learn_lower(open);
+        }
+        self.stats.failures += 1;
+        self.clear_session();
+        self.auth.end();
+    }
+
+    /// What lives only as long as one connection: historic work on the wire
+    /// or queued (confirmed state stays), open live REQs, the cool-down.
+    fn clear_session(&mut self) {
+        self.historic.end_session();
+        self.neg.end_session();
+        self.targets.clear_pending();
+        self.subs.clear();
+        self.live.end_session();
+        self.cooldown.end();
+    }
+
+    pub(crate) fn on_connect_failed(&mut self, now: Time, sh: &mut Shared) {
+        if !self.link.is_connecting() {
+            // A late report of an attempt already given up (or connected).
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.lose_connection(now, sh);
+    }
+
+    pub(crate) fn on_disconnected(&mut self, now: Time, sh: &mut Shared) {
+        if self.link.is_disconnected() {
+            return;
+        }
+        self.lose_connection(now, sh);
+    }
+
+    /// Forgets the connection from our side (the engine decided to close it).
+    pub(crate) fn close(&mut self, now: Time, sh: &mut Shared) {
+        if self.link.is_disconnected() {
+            return;
+        }
+        out!(self, sh).disconnect();
+        self.link.close(now);
+        self.clear_session();
+        self.auth.end();
+    }
+
+    pub(crate) fn on_info(&mut self, info: RelayInfo, now: Time, sh: &mut Shared) {
+        let before = self.budget(&sh.config);
+        self.limits.set_info(info);
+        if self.budget(&sh.config) != before {
+            // Work refused as malformed may only have been too wide for the
+            // limits we just learned: plan it again within them.
+            self.targets.forgive_rejected();
+            if self.is_connected() {
+                self.plan_new_work(now, &sh.config);
+            }
+        }
+        if self.is_connected() {
+            let budget = self.budget(&sh.config);
+            let batch = sh.config.timing.batch_delay;
+            self.live.repack(now, &budget, batch, &mut out!(self, sh));
+        } else {
+            self.live.mark_stale(); // packed at the next connect
+        }
+        self.shed_historic(now, sh);
+        self.pump(now, sh);
+    }
+
+    /// Closes historic REQs and NIP-77 jobs beyond a budget that shrank
+    /// under them (a NIP-11 document that arrived after the first wave),
+    /// keeping their pagination for later.
+    fn shed_historic(&mut self, now: Time, sh: &mut Shared) {
+        let max = self.budget(&sh.config).max_subscriptions as usize;
+        let live_open = self.live.open_count().min(max.saturating_sub(1).max(1));
+        while self.historic.active_len() + self.neg.len() + live_open > max {
+            if let Some(sub) = self.historic.last_active() {
+                out!(self, sh).unsubscribe(&sub);
+                self.historic.requeue(&sub, now);
+            } else if let Some(pack) = self.neg.pop(&mut out!(self, sh)) {
+                self.historic.push_front(pack, now);
+            } else {
+                break;
+            }
+        }
+    }
+
+    // ----- timers ----------------------------------------------------------
+
+    pub(crate) fn on_timer(&mut self, now: Time, sh: &mut Shared) {
+        if self.link.is_disconnected() {
+            self.maybe_connect(now, sh);
+            return;
+        }
+        let t = sh.config.timing.clone();
+        if self.link.is_connecting() {
+            if self.link.attempt_timed_out(now, &t) {
+                out!(self, sh).disconnect();
+                self.lose_connection(now, sh);
+            }
+            return;
+        }
+        self.link.alive(now);
+        self.cooldown.expire(now);
+        if self.auth.timed_out(now) && self.auth.fail() == AuthOutcome::FailedWhileNeeded {
+            self.auth_gave_up();
+        }
+        let timed_out = self.historic.timed_out(now, &t);
+        if !timed_out.is_empty() {
+            // Silence is a refusal style too: hold fewer at once.
+            self.limits.learn_lower(self.open_subscriptions());
+        }
+        for sub in timed_out {
+            let mut out = out!(self, sh);
+            out.stats.timeouts += 1;
+            out.unsubscribe(&sub);
+            let given_up = self.historic.retry_later(&sub, now, &t, &mut self.rng);
+            self.give_up(given_up, GiveUpReason::Unresponsive);
+        }
+        for done in self.neg.timeouts(now, &t, &mut out!(self, sh)) {
+            self.apply(done, now);
+        }
+        if self.historic.resync_due(now) {
+            self.daily_pass(now, sh);
+        }
+        if self.historic.poll_due(now) {
+            self.poll_uncovered(now, &sh.config);
+        }
+        self.pump(now, sh);
+    }
+
+    /// A catch-up pass over the targets no live subscription covers, from
+    /// the previous poll (minus the safety margin) on.
+    fn poll_uncovered(&mut self, now: Time, config: &Config) {
+        let since = self.historic.start_poll(now, &config.timing);
+        let uncovered: BTreeSet<TargetKey> = self
+            .live
+            .waiting_targets()
+            .filter(|t| !self.targets.is_given_up(t))
+            .cloned()
+            .collect();
+        self.enqueue_all(uncovered.into_iter().collect(), Some(since), now, config);
+    }
+
+    /// The daily re-sync: forgive refusals and run a full historic pass over
+    /// every target. Confirmed state is kept until the pass replaces it.
+    fn daily_pass(&mut self, now: Time, sh: &mut Shared) {
+        let t = &sh.config.timing;
+        self.historic.reschedule_resync(now, t, &mut self.rng);
+        self.targets.forgive();
+        self.limits.forget_learned();
+        self.neg.forgive();
+        self.auth.forgive();
+        self.cooldown.forgive();
+        self.live.reopen_refused(now);
+        // Confirmed entries for targets we no longer carry are dropped here.
+        self.targets.prune_confirmed();
+        // The full pass supersedes catch-up work (bounded by `since`): queued
+        // catch-up packs are dropped, and targets still in one on the wire
+        // get a full pack as well. Only targets already in a full pass are
+        // left alone.
+        for t in self.historic.supersede_catch_up() {
+            self.targets.unpend(&t);
+        }
+        let all: Vec<TargetKey> = {
+            let in_full_pass: BTreeSet<&TargetKey> = self
+                .historic
+                .full_pass_targets()
+                .chain(
+                    self.neg
+                        .packs()
+                        .filter(|p| p.since.is_none())
+                        .flat_map(|p| p.targets.iter()),
+                )
+                .collect();
+            self.targets
+                .sorted()
+                .into_iter()
+                .filter(|t| !in_full_pass.contains(t))
+                .cloned()
+                .collect()
+        };
+        self.enqueue_all(all, None, now, &sh.config);
+        out!(self, sh).fetch_info();
+    }
+
+    // ----- sending ---------------------------------------------------------
+
+    /// Sends whatever the budget allows: live updates first, then historic pages.
+    pub(crate) fn pump(&mut self, now: Time, sh: &mut Shared) {
+        if !self.is_connected() || self.cooldown.active(now) {
+            return;
+        }
+        let budget = self.budget(&sh.config);
+        let max = budget.max_subscriptions as usize;
+        let historic_open = self.historic.active_len() + self.neg.len();
+        let historic_waiting = !self.historic.is_idle() || !self.neg.is_empty();
+        // With a single slot, live waits until history is done.
+        let live_cap = if max >= 2 {
+            max - 1
+        } else if historic_waiting {
+            0
+        } else {
+            1
+        };
+        let t = &sh.config.timing;
+        let flush = self.live.flush(
+            now,
+            live_cap,
+            max,
+            historic_open,
+            t.live_since_margin,
+            &mut RelayOut::new(&self.url, &mut sh.out, &mut self.subs, &mut self.stats),
+        );
+        // What was published while a group could not be open is caught up
+        // on now that it is (history already sent covers only until then).
+        for (gap, targets) in flush.gaps {
+            let since = gap.minus(t.catch_up_margin).as_secs();
+            let fresh: BTreeSet<TargetKey> = targets
+                .into_iter()
+                .filter(|t| self.targets.contains(t))
+                .collect();
+            self.enqueue_all(fresh.into_iter().collect(), Some(since), now, &sh.config);
+        }
+        self.historic
+            .set_uncovered(flush.uncovered, now, &sh.config.timing);
+        if self.auth.blocks() {
+            return;
+        }
+        while self.open_subscriptions() < max && self.send_next_req(now, &budget, sh) {}
+    }
+
+    /// Sends one historic REQ or starts one NIP-77 job from ready packs.
+    /// Returns false when nothing is ready.
+    fn send_next_req(&mut self, now: Time, budget: &Budget, sh: &mut Shared) -> bool {
+        // While a probe finds out whether the relay speaks NIP-77, only packs
+        // already bound for paged REQ go out.
+        let probing = self.neg.probing(self.limits.claims_nip77()) && !self.neg.is_empty();
+        let reconcile = sh.config.nip77 && self.neg.usable();
+        let taken = self
+            .historic
+            .next(now, budget, probing, reconcile, &mut out!(self, sh));
+        for t in &taken.released {
+            self.targets.unpend(t);
+        }
+        match taken.next {
+            Next::Idle => false,
+            Next::Sent => true,
+            Next::Reconcile(pack) => {
+                let done = self.neg.start(pack, now, &mut out!(self, sh));
+                self.apply(done, now);
+                true
+            }
+        }
+    }
+
+    // ----- what the relay says ----------------------------------------------
+
+    pub(crate) fn on_event(
+        &mut self,
+        sub: &SubscriptionId,
+        event: &Event,
+        now: Time,
+    ) -> EventCheck {
+        let verdict = match self.subs.owner(sub) {
+            Some(Owner::Historic) => self
+                .historic
+                .on_event(sub, event, now)
+                .map(|hit| (hit, SubscriptionMode::Historic)),
+            Some(Owner::NegFetch) => self
+                .neg
+                .on_fetch_event(sub, event, now)
+                .map(|hit| (hit, SubscriptionMode::Historic)),
+            Some(Owner::NegOpen) => None,
+            Some(Owner::Live) | None => self
+                .live
+                .check_event(sub, event)
+                .map(|hit| (hit, SubscriptionMode::Live)),
+        };
+        match verdict {
+            None => {
+                self.stats.events_unrequested += 1;
+                EventCheck::Unrequested
+            }
+            Some((false, _)) => {
+                self.stats.events_unmatched += 1;
+                EventCheck::Unmatched
+            }
+            Some((true, mode)) => {
+                self.stats.events_received += 1;
+                self.subs.answered(sub);
+                let at = event.created_at.as_secs();
+                if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
+                    *c = Some(c.map_or(at, |c| c.max(at)));
+                }
+                EventCheck::Accepted(mode)
+            }
+        }
+    }
+
+    pub(crate) fn on_eose(&mut self, sub: &SubscriptionId, now: Time, sh: &mut Shared) {
+        self.subs.answered(sub);
+        self.stats.last_eose = Some(now);
+        let budget = self.budget(&sh.config);
+        match self.subs.owner(sub) {
+            Some(Owner::NegFetch) => {
+                self.cooldown.forgive();
+                let done = self
+                    .neg
+                    .on_fetch_eose(sub, &budget, now, &mut out!(self, sh));
+                if let Some(done) = done {
+                    self.apply(done, now);
+                }
+            }
+            Some(Owner::Historic) => {
+                self.cooldown.forgive();
+                let cooling = self.cooldown.active_until(now);
+                let finished =
+                    self.historic
+                        .on_eose(sub, now, &budget, cooling, &mut out!(self, sh));
+                for targets in finished.into_iter().flatten() {
+                    self.targets.confirm(targets);
+                }
+            }
+            // A live EOSE, or a stale one: noted and ignored.
+            Some(Owner::Live | Owner::NegOpen) | None => return,
+        }
+        self.pump(now, sh);
+    }
+
+    pub(crate) fn on_closed(
+        &mut self,
+        sub: &SubscriptionId,
+        message: &str,
+        now: Time,
+        sh: &mut Shared,
+    ) {
+        let refusal = Refusal::from_closed(message);
+        let owner = self.subs.owner(sub);
+        if owner.is_none() && refusal != Refusal::RateLimited {
+            // Some relays (rust-nostr's LocalRelay) acknowledge our CLOSE
+            // with a CLOSED: not a refusal of anything we hold.
+            self.subs.forget(sub);
+            self.stats.stale_inputs += 1;
+            return;
+        }
+        self.refuse(sub, owner, refusal, now, sh);
+    }
+
+    /// The routing table of refusals (spec section 5): what `refusal` of
+    /// the subscription `sub` (held by `owner`) does to the relay's work.
+    fn refuse(
+        &mut self,
+        sub: &SubscriptionId,
+        owner: Option<Owner>,
+        refusal: Refusal,
+        now: Time,
+        sh: &mut Shared,
+    ) {
+        self.stats.refused(refusal.reason());
+        self.subs.forget(sub);
+        let t = sh.config.timing.clone();
+        let owner = match owner {
+            Some(Owner::NegOpen | Owner::NegFetch) => {
+                if let Some(job) = self.neg.take_refused(sub) {
+                    if refusal == Refusal::RateLimited {
+                        self.limits.learn_lower(self.open_subscriptions());
+                        self.cooldown.start(now, &t);
+                    }
+                    let done = self.neg.fall_back(job, now, &mut out!(self, sh));
+                    self.apply(done, now);
+                }
+                self.pump(now, sh);
+                return;
+            }
+            Some(owner) => owner,
+            None => {
+                if refusal == Refusal::RateLimited {
+                    self.cooldown.start(now, &t);
+                }
+                return; // a subscription we no longer hold
+            }
+        };
+        match refusal {
+            Refusal::RateLimited => {
+                self.limits.learn_lower(self.open_subscriptions());
+                self.cooldown.start(now, &t);
+                let until = self.cooldown.until().unwrap_or(now);
+                self.historic.requeue(sub, until);
+                self.live.retry(sub, now, until, false);
+            }
+            // Authenticated and still refused: this relay does not serve us.
+            // Asking again would only loop.
+            Refusal::AuthRequired if sh.config.auth_enabled && self.auth.is_accepted() => {
+                self.give_up_sub(sub, GiveUpReason::AuthRequired);
+            }
+            Refusal::AuthRequired if sh.config.auth_enabled => {
+                self.auth.need(now);
+                self.historic.requeue(sub, now);
+                self.live.retry(sub, now, now, false);
+                self.try_authenticate(now, sh);
+            }
+            Refusal::AuthRequired => self.give_up_sub(sub, GiveUpReason::AuthRequired),
+            Refusal::Restricted(_) => self.give_up_sub(sub, GiveUpReason::Refused),
+            Refusal::Malformed(_) => match self.historic.split_refused(sub, now) {
+                Some(given_up) => self.give_up(given_up, GiveUpReason::Rejected),
+                None => self.live.split(sub, now),
+            },
+            Refusal::Other if owner == Owner::Historic => {
+                let given_up = self.historic.retry_later(sub, now, &t, &mut self.rng);
+                self.give_up(given_up, GiveUpReason::Unresponsive);
+            }
+            Refusal::Other => {
+                let delay = exponential(t.backoff_initial, t.backoff_max, self.live.attempts(sub));
+                let at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
+                self.live.retry(sub, now, at, true);
+            }
+        }
+        self.pump(now, sh);
+    }
+
+    /// The relay refuses `sub` until the daily pass.
+    fn give_up_sub(&mut self, sub: &SubscriptionId, reason: GiveUpReason) {
+        if let Some(packs) = self.historic.take(sub) {
+            self.give_up(packs, reason);
+        }
+        self.live.refuse(sub);
+    }
+
+    pub(crate) fn on_notice(&mut self, message: &str, now: Time, sh: &mut Shared) {
+        self.stats.notices += 1;
+        let notice = Notice::classify(message);
+        if notice.refuses_nip77 {
+            if let Some(done) = self.neg.on_refusal_notice(now, &mut out!(self, sh)) {
+                self.apply(done, now);
+                self.pump(now, sh);
+                return;
+            }
+        }
+        if !notice.refuses_req {
+            return;
+        }
+        match self.subs.latest_unanswered().cloned() {
+            Some(sub) => {
+                // A NOTICE names no subscription: whichever REQ the relay
+                // refused, closing the one we blame keeps both sides' counts
+                // equal (a wrongly blamed REQ is re-sent; a wrongly spared one
+                // times out).
+                let owner = self.subs.owner(&sub);
+                out!(self, sh).unsubscribe(&sub);
+                self.refuse(&sub, owner, Refusal::RateLimited, now, sh);
+            }
+            None => {
+                self.stats.refused(RefusalReason::RateLimited);
+                self.cooldown.start(now, &sh.config.timing);
+            }
+        }
+    }
+
+    pub(crate) fn on_auth_challenge(&mut self, challenge: &str, now: Time, sh: &mut Shared) {
+        self.auth.on_challenge(challenge);
+        self.try_authenticate(now, sh);
+    }
+
+    fn try_authenticate(&mut self, now: Time, sh: &mut Shared) {
+        let connected = self.is_connected();
+        if let Some(challenge) =
+            self.auth
+                .challenge_to_answer(now, sh.config.auth_enabled, connected)
+        {
+            out!(self, sh).authenticate(challenge);
+        }
+    }
+
+    pub(crate) fn on_auth_result(&mut self, accepted: bool, now: Time, sh: &mut Shared) {
+        match self.auth.on_result(accepted) {
+            AuthOutcome::Accepted => self.pump(now, sh),
+            AuthOutcome::FailedWhileNeeded => self.auth_gave_up(),
+            AuthOutcome::Failed => {}
+        }
+    }
+
+    /// AUTH failed while work waited for it: everything waiting is given up
+    /// until the daily pass.
+    fn auth_gave_up(&mut self) {
+        self.stats.refused(RefusalReason::AuthFailed);
+        let queued = self.historic.drain_queue();
+        self.give_up(queued, GiveUpReason::AuthRequired);
+        self.live.refuse_closed();
+    }
+
+    // ----- NIP-77 ------------------------------------------------------------
+
+    pub(crate) fn on_local_items(
+        &mut self,
+        request: u64,
+        items: Option<&[(u64, EventId)]>,
+        now: Time,
+        sh: &mut Shared,
+    ) {
+        let max_len = self.limits.max_message_length();
+        let mut out = RelayOut::new(&self.url, &mut sh.out, &mut self.subs, &mut self.stats);
+        let Some(done) =
+            self.neg
+                .on_local_items(request, items, &sh.rejected, max_len, now, &mut out)
+        else {
+            return;
+        };
+        self.apply(done, now);
+        self.pump(now, sh);
+    }
+
+    pub(crate) fn on_neg_msg(
+        &mut self,
+        sub: &SubscriptionId,
+        message: &str,
+        now: Time,
+        sh: &mut Shared,
+    ) {
+        let budget = self.budget(&sh.config);
+        let Some(done) = self
+            .neg
+            .on_msg(sub, message, &budget, now, &mut out!(self, sh))
+        else {
+            return;
+        };
+        self.apply(done, now);
+        self.pump(now, sh);
+    }
+
+    pub(crate) fn on_neg_err(&mut self, sub: &SubscriptionId, now: Time, sh: &mut Shared) {
+        let Some(done) = self.neg.on_err(sub, now, &mut out!(self, sh)) else {
+            return;
+        };
+        self.apply(done, now);
+        self.pump(now, sh);
+    }
+
+    // ----- the store ---------------------------------------------------------
+
+    pub(crate) fn on_store(&mut self, outcome: StoreOutcome) {
+        match outcome {
+            StoreOutcome::Stored => self.stats.events_stored += 1,
+            StoreOutcome::Duplicate => self.stats.events_duplicate += 1,
+            StoreOutcome::Rejected => self.stats.events_rejected += 1,
+        }
+    }
+
+    pub(crate) fn on_invalid(&mut self) {
+        self.stats.events_invalid += 1;
+    }
+}
+
+fn layer_index(l: Layer) -> usize {
+    match l {
+        Layer::Discovery => 0,
+        Layer::Repo => 1,
+        Layer::Root => 2,
+    }
+}
+
+fn event_layer(event: &Event) -> Layer {
+    match event.kind.as_u16() {
+        crate::types::KIND_REPO_ANNOUNCEMENT => Layer::Discovery,
+        k if crate::types::is_root_kind(k) || k == crate::types::KIND_REPO_STATE => Layer::Repo,
+        _ => Layer::Root,
+    }
+}

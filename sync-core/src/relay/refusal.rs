@@ -1,0 +1,260 @@
+//! What a relay's refusals say (spec section 5): the `CLOSED` prefix read
+//! leniently into a [`Refusal`], a `NOTICE` classified by its words, and the
+//! rate-limit [`Cooldown`] that doubles on repeats.
+//!
+//! What each refusal does to the relay's work is the relay's routing table
+//! (`Relay::refuse`); this module only reads what was said.
+
+use super::stats::RefusalReason;
+use crate::backoff::exponential;
+use crate::config::Timing;
+use crate::types::Time;
+
+/// What a `CLOSED` message says, by its NIP-01 machine-readable prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `rate-limited:` — cool down, then the same work again.
+    RateLimited,
+    /// `auth-required:` — AUTH first, if we can.
+    AuthRequired,
+    /// `restricted:` or `blocked:` — not for us until the daily pass.
+    Restricted(RefusalReason),
+    /// `error:`, `invalid:` or `unsupported:` — split the work once.
+    Malformed(RefusalReason),
+    /// Anything else — retry with backoff.
+    Other,
+}
+
+impl Refusal {
+    /// Reads the prefix of a `CLOSED` message: case-insensitive, spaces
+    /// around it ignored; an unknown or missing prefix is [`Refusal::Other`].
+    pub fn from_closed(message: &str) -> Refusal {
+        let prefix = message
+            .split_once(':')
+            .map(|(p, _)| p.trim().to_ascii_lowercase());
+        match prefix.as_deref() {
+            Some("rate-limited") => Refusal::RateLimited,
+            Some("auth-required") => Refusal::AuthRequired,
+            Some("restricted") => Refusal::Restricted(RefusalReason::Restricted),
+            Some("blocked") => Refusal::Restricted(RefusalReason::Blocked),
+            Some("error") => Refusal::Malformed(RefusalReason::Error),
+            Some("invalid") => Refusal::Malformed(RefusalReason::Invalid),
+            Some("unsupported") => Refusal::Malformed(RefusalReason::Unsupported),
+            _ => Refusal::Other,
+        }
+    }
+
+    /// The counted reason.
+    pub fn reason(self) -> RefusalReason {
+        match self {
+            Refusal::RateLimited => RefusalReason::RateLimited,
+            Refusal::AuthRequired => RefusalReason::AuthRequired,
+            Refusal::Restricted(r) | Refusal::Malformed(r) => r,
+            Refusal::Other => RefusalReason::Other,
+        }
+    }
+}
+
+/// What a `NOTICE` may be saying. A NOTICE names no subscription, so the
+/// relay blames it on the latest unanswered request of the matching kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Notice {
+    /// Reads like a refusal of NIP-77 (strfry's "ERROR: bad msg: unknown
+    /// cmd", nostr-rs-relay's "could not parse command", …).
+    pub refuses_nip77: bool,
+    /// Reads like a rate limit or a subscription cap.
+    pub refuses_req: bool,
+}
+
+/// Phrases of a NOTICE refusing a REQ.
+const REQ_REFUSALS: [&str; 8] = [
+    "too many",
+    "rate limit",
+    "rate-limit",
+    "ratelimit",
+    "slow down",
+    "maximum concurrent",
+    "max subscriptions",
+    "subscription limit",
+];
+
+/// Phrases of a NOTICE refusing negentropy.
+const NIP77_REFUSALS: [&str; 8] = [
+    "negentropy",
+    "neg-",
+    "unknown",
+    "not supported",
+    "unsupported",
+    "bad msg",
+    "could not parse",
+    "invalid message",
+];
+
+impl Notice {
+    /// Classifies a NOTICE by its words (case-insensitive).
+    pub fn classify(message: &str) -> Notice {
+        let m = message.to_ascii_lowercase();
+        Notice {
+            refuses_nip77: NIP77_REFUSALS.iter().any(|p| m.contains(p)),
+            refuses_req: REQ_REFUSALS.iter().any(|p| m.contains(p)),
+        }
+    }
+}
+
+/// A rate-limit cool-down: nothing new is sent until it ends. It starts at
+/// `rate_limit_cooldown` and doubles with each strike, up to a cap; an
+/// answered request or the daily pass forgives the strikes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cooldown {
+    until: Option<Time>,
+    strikes: u32,
+}
+
+impl Cooldown {
+    /// A refusal at `now`: cool down (longer than any cool-down under way).
+    pub fn start(&mut self, now: Time, t: &Timing) {
+        let d = exponential(
+            t.rate_limit_cooldown,
+            t.rate_limit_cooldown_max,
+            self.strikes,
+        );
+        self.strikes = self.strikes.saturating_add(1);
+        let until = now.plus(d);
+        self.until = Some(self.until.map_or(until, |c| c.max(until)));
+    }
+
+    /// Cooling down at `now`.
+    pub fn active(&self, now: Time) -> bool {
+        self.until.is_some_and(|c| c > now)
+    }
+
+    /// The end of a cool-down still running at `now`.
+    pub fn active_until(&self, now: Time) -> Option<Time> {
+        self.until.filter(|c| *c > now)
+    }
+
+    /// The end of the cool-down, until a timer clears it.
+    pub fn until(&self) -> Option<Time> {
+        self.until
+    }
+
+    /// Clears a cool-down that ended by `now`.
+    pub fn expire(&mut self, now: Time) {
+        if self.until.is_some_and(|c| c <= now) {
+            self.until = None;
+        }
+    }
+
+    /// The relay answered: the next refusal starts from the shortest cool-down.
+    pub fn forgive(&mut self) {
+        self.strikes = 0;
+    }
+
+    /// The connection ended: no cool-down (strikes are kept).
+    pub fn end(&mut self) {
+        self.until = None;
+    }
+
+    pub fn strikes(&self) -> u32 {
+        self.strikes
+    }
+
+    pub fn restore(&mut self, strikes: u32) {
+        self.strikes = strikes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_prefixes_are_read_leniently() {
+        let cases = [
+            ("rate-limited: slow down", Refusal::RateLimited),
+            (" Rate-Limited : slow", Refusal::RateLimited),
+            ("auth-required: who are you", Refusal::AuthRequired),
+            (
+                "restricted: no",
+                Refusal::Restricted(RefusalReason::Restricted),
+            ),
+            (
+                "blocked: go away",
+                Refusal::Restricted(RefusalReason::Blocked),
+            ),
+            (
+                "error: too complex",
+                Refusal::Malformed(RefusalReason::Error),
+            ),
+            (
+                "INVALID: bad filter",
+                Refusal::Malformed(RefusalReason::Invalid),
+            ),
+            (
+                "unsupported: #q",
+                Refusal::Malformed(RefusalReason::Unsupported),
+            ),
+            ("duplicate: already open", Refusal::Other),
+            ("no prefix at all", Refusal::Other),
+            ("", Refusal::Other),
+        ];
+        for (message, want) in cases {
+            assert_eq!(Refusal::from_closed(message), want, "{message:?}");
+        }
+        assert_eq!(Refusal::Other.reason(), RefusalReason::Other);
+        assert_eq!(
+            Refusal::Restricted(RefusalReason::Blocked)
+                .reason()
+                .as_str(),
+            "blocked"
+        );
+    }
+
+    #[test]
+    fn notices_are_classified_by_their_words() {
+        let n = Notice::classify("ERROR: too many concurrent REQs");
+        assert!(n.refuses_req && !n.refuses_nip77);
+        let n = Notice::classify("could not parse command");
+        assert!(n.refuses_nip77 && !n.refuses_req);
+        for nip77 in [
+            "ERROR: bad msg: unknown cmd",
+            "negentropy disabled",
+            "unknown or malformed message",
+        ] {
+            assert!(Notice::classify(nip77).refuses_nip77, "{nip77}");
+        }
+        assert_eq!(
+            Notice::classify("hello"),
+            Notice {
+                refuses_nip77: false,
+                refuses_req: false
+            }
+        );
+        assert!(Notice::classify("Slow down, please").refuses_req);
+    }
+
+    #[test]
+    fn cooldowns_double_to_the_cap_and_never_shorten() {
+        let t = Timing::default();
+        let at = Time::from_secs;
+        let mut c = Cooldown::default();
+        c.start(at(0), &t);
+        assert_eq!(c.until(), Some(at(65)));
+        c.start(at(0), &t);
+        assert_eq!(c.until(), Some(at(130)));
+        assert!(c.active(at(129)) && !c.active(at(130)));
+        assert_eq!(c.active_until(at(10)), Some(at(130)));
+        c.expire(at(100));
+        assert!(c.until().is_some(), "not over yet");
+        c.expire(at(130));
+        assert_eq!(c.until(), None);
+        for _ in 0..20 {
+            c.start(at(1000), &t);
+        }
+        assert_eq!(c.until(), Some(at(1000 + 30 * 60)), "capped");
+        c.forgive();
+        c.end();
+        c.start(at(5000), &t);
+        assert_eq!(c.until(), Some(at(5065)));
+    }
+}
