@@ -63,9 +63,10 @@ pub enum Command {
         /// The relay.
         relay: RelayUrl,
     },
-    /// Send `["REQ", subscription, filters...]`. A REQ with an id that is
-    /// already open replaces it (the next page of a historic pass, or an
-    /// updated live subscription).
+    /// Send `["REQ", subscription, filters...]`. The id is never one that
+    /// is open on the relay: the next page of a historic pass, or an updated
+    /// live subscription, goes out under a fresh id after the old one is
+    /// closed (some relays silently ignore a REQ on an open id).
     Subscribe {
         /// The relay.
         relay: RelayUrl,

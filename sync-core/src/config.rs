@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::info::Budget;
+use crate::types::Time;
 use crate::url::{RelayUrl, ServiceId};
 
 /// Everything an [`Engine`](crate::Engine) is built from.
@@ -63,6 +64,19 @@ impl Config {
     }
 }
 
+fn default_batch_quiet() -> Duration {
+    Duration::from_millis(50)
+}
+
+impl Timing {
+    /// When a batch that opened at `started` and was joined at `now` goes
+    /// out: after `batch_quiet` without new members, `batch_delay` at most.
+    pub fn batch_until(&self, started: Time, now: Time) -> Time {
+        now.plus(self.batch_quiet)
+            .min(started.plus(self.batch_delay))
+    }
+}
+
 /// The timing constants of spec sections 4 and 5.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
@@ -96,9 +110,13 @@ pub struct Timing {
     pub historic_timeout: Duration,
     /// Timeouts (or unexplained refusals) before a batch is given up until the daily pass.
     pub historic_max_attempts: u32,
-    /// New work found while connected waits this long, so that targets found
-    /// together share one REQ and one live update.
+    /// New work found while connected waits at most this long, so that
+    /// targets found together share one REQ and one live update.
     pub batch_delay: Duration,
+    /// ... and goes as soon as no new target joined it for this long: the
+    /// batch only waits while targets keep arriving.
+    #[serde(default = "default_batch_quiet")]
+    pub batch_quiet: Duration,
     /// Targets that no live subscription can cover (the relay's budget is
     /// too small) are fetched with a catch-up REQ this often instead.
     pub uncovered_poll: Duration,
@@ -127,6 +145,7 @@ impl Default for Timing {
             historic_timeout: Duration::from_secs(60),
             historic_max_attempts: 6,
             batch_delay: Duration::from_secs(1),
+            batch_quiet: default_batch_quiet(),
             uncovered_poll: Duration::from_secs(5 * 60),
             rate_limit_cooldown: Duration::from_secs(65),
             rate_limit_cooldown_max: Duration::from_secs(30 * 60),

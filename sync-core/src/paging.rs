@@ -6,6 +6,24 @@
 //! nothing new is asked again for that second alone with a doubled limit (up to
 //! a cap) before `until` steps one second lower, so a burst of events sharing
 //! one `created_at` is neither looped on forever nor skipped.
+//!
+//! Relays read `until` two ways: NIP-01 makes it inclusive, some (PyPI
+//! nostr-relay) exclude its second. An inclusive relay answers the page after
+//! a boundary second with that second's events again; a page that brings none
+//! of them shows an exclusive `until`, and from then on the filter asks one
+//! second higher, so both readings page the same events.
+//!
+//! A one-second page proves its second complete when it returns fewer events
+//! than asked and fewer than the relay's page cap. Caps are silent, so the
+//! relay's pages are the evidence ([`PageEvidence`], gathered over all its
+//! filters): a page cut below the `limit` asked while the relay held more
+//! shows the cap; a page larger than some count shows the cap is above it.
+//! Without evidence, a relay that answers a larger `limit` with the count a
+//! smaller one got, and never sent more in one page, may be capping there:
+//! that second is not proven. A second the relay will not show in
+//! full is stepped over, and the pass is then *not proven complete*
+//! ([`FilterPaging::is_complete`]): the caller must not report its targets
+//! synced.
 
 use std::collections::BTreeSet;
 
@@ -44,10 +62,61 @@ pub struct FilterPaging {
     pages: u32,
     /// The largest normal (not one-second) page the relay sent in this pass.
     largest_page: u32,
+    /// The previous page: its event count and the `limit` it asked (a
+    /// silent cap's signature is the same count for a larger `limit`).
+    previous: Option<(u32, u32)>,
+    /// The relay excludes the `until` second: ask one second higher.
+    exclusive_until: bool,
+    /// Seconds stepped over without proof that they were seen in full.
+    unproven: u32,
+    /// What the last page showed of the relay's page sizes.
+    shown: PageEvidence,
 }
 
 /// Pages smaller than this are taken as complete even when they are all one second.
 const TIE_MIN_PAGE: u32 = 20;
+
+/// What a relay has shown of its page sizes, over every filter paged on it
+/// (caps are per relay, not per filter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageEvidence {
+    /// The most events it sent for one filter in one page.
+    pub largest: u32,
+    /// A silent cap it showed: a page cut below the `limit` asked while it
+    /// held more (the next page brought events the cut one could have had).
+    pub cap: Option<u32>,
+}
+
+impl PageEvidence {
+    /// Adds what `other` showed.
+    pub fn merge(&mut self, other: PageEvidence) {
+        self.largest = self.largest.max(other.largest);
+        self.cap = match (self.cap, other.cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Whether a page of `count` events may have been cut by a cap, given
+    /// the relay never sent more than `largest` before.
+    fn may_cap(&self, count: u32, largest: u32) -> bool {
+        match self.cap {
+            Some(cap) => count >= cap,
+            None => count >= TIE_MIN_PAGE && count >= largest,
+        }
+    }
+}
+
+/// The limits a page is judged within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageBounds {
+    /// The normal `limit` of a page.
+    pub page_limit: u32,
+    /// The largest `limit` ever asked (doubling on a one-second page stops here).
+    pub max_page_limit: u32,
+    /// What the relay showed of its page sizes so far.
+    pub seen: PageEvidence,
+}
 
 /// What the next request for a filter is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +144,28 @@ impl FilterPaging {
             page_newest: None,
             pages: 0,
             largest_page: 0,
+            previous: None,
+            exclusive_until: false,
+            unproven: 0,
+            shown: PageEvidence::default(),
         }
+    }
+
+    /// Whether the pass proved every second it went through complete (a
+    /// relay that caps pages below one second's events cannot show them all).
+    pub fn is_complete(&self) -> bool {
+        self.unproven == 0
+    }
+
+    /// Whether the relay was found to exclude the `until` second.
+    pub fn until_is_exclusive(&self) -> bool {
+        self.exclusive_until
+    }
+
+    /// What the last page showed of the relay's page sizes (to merge into
+    /// the relay's [`PageEvidence`]).
+    pub fn shown(&self) -> PageEvidence {
+        self.shown
     }
 
     /// True when the filter needs no more pages.
@@ -87,6 +177,13 @@ impl FilterPaging {
     /// NIP-77 and its missing events fetched by id).
     pub fn finish(&mut self) {
         self.mode = Mode::Done;
+    }
+
+    /// Ends the pass without more pages and without proof that everything
+    /// was seen (NIP-77 listed ids the relay would not send).
+    pub fn finish_unproven(&mut self) {
+        self.mode = Mode::Done;
+        self.unproven += 1;
     }
 
     /// True before the first page was answered (the pass has made no progress).
@@ -106,15 +203,24 @@ impl FilterPaging {
 
     /// The request for the next page (`page_limit` is the relay's normal limit).
     pub fn request(&self, page_limit: u32) -> PageRequest {
+        // Bounds are kept inclusive; a relay that excludes `until` is asked
+        // one second higher, which it reads as the same range.
+        let until = |u: u64| {
+            if self.exclusive_until {
+                u.saturating_add(1)
+            } else {
+                u
+            }
+        };
         match self.mode {
-            Mode::Normal { until } => PageRequest {
+            Mode::Normal { until: u } => PageRequest {
                 since: self.since,
-                until,
+                until: u.map(until),
                 limit: page_limit,
             },
             Mode::Tie { second, limit } => PageRequest {
                 since: Some(second),
-                until: Some(second),
+                until: Some(until(second)),
                 limit,
             },
             Mode::Done => PageRequest {
@@ -214,25 +320,51 @@ impl FilterPaging {
     }
 
     /// The page ended (EOSE): decide the next page. Returns true when the
-    /// filter is done.
+    /// filter is done. (A relay of which nothing else is known.)
     pub fn end_page(&mut self, page_limit: u32, max_page_limit: u32) -> bool {
+        self.end_page_within(&PageBounds {
+            page_limit,
+            max_page_limit,
+            seen: PageEvidence::default(),
+        })
+    }
+
+    /// The page ended (EOSE): decide the next page within `bounds`. Returns
+    /// true when the filter is done.
+    pub fn end_page_within(&mut self, bounds: &PageBounds) -> bool {
+        let (page_limit, max_page_limit) = (bounds.page_limit, bounds.max_page_limit);
         self.pages = self.pages.saturating_add(1);
-        // A one-second page can only hide more events when it looks truncated:
-        // it filled the limit it asked for, or it is as large as any normal
-        // page of this pass (a silent cap) and not tiny (no relay caps pages
-        // below a few dozen).
+        self.shown = PageEvidence::default();
+        if self.shows_exclusive_until() {
+            // Ask the same range again, one second higher: this page's events
+            // come again with the boundary second's rest.
+            self.exclusive_until = true;
+            self.start_page();
+            return false;
+        }
         let requested = match self.mode {
             Mode::Tie { limit, .. } => limit,
             _ => page_limit,
         };
         self.settle_page(requested);
+        let count = self.page_count;
         let normal = matches!(self.mode, Mode::Normal { .. });
-        let truncated = self.page_count >= requested
-            || (self.page_count >= TIE_MIN_PAGE && self.page_count >= self.largest_page);
-        let all_one_second =
-            truncated && self.page_count > 0 && self.page_oldest == self.page_newest;
+        let largest_before = bounds.seen.largest.max(self.largest_page);
+        // A one-second page can only hide more events when it looks cut: it
+        // filled the limit it asked for, or it may have hit the relay's cap.
+        let truncated = count >= requested || bounds.seen.may_cap(count, largest_before);
+        let all_one_second = truncated && count > 0 && self.page_oldest == self.page_newest;
+        let previous = self.previous.replace((count, requested));
+        // The previous page was cut below its limit while the relay held
+        // more (this page continues the pass with new events): a cap.
+        self.shown = PageEvidence {
+            largest: count,
+            cap: previous
+                .filter(|(c, asked)| normal && self.page_new > 0 && c < asked && *c >= TIE_MIN_PAGE)
+                .map(|(c, _)| c),
+        };
         if normal {
-            self.largest_page = self.largest_page.max(self.page_count);
+            self.largest_page = self.largest_page.max(count);
         }
         self.mode = match self.mode {
             Mode::Done => Mode::Done,
@@ -244,36 +376,67 @@ impl FilterPaging {
                         Some(o) => Mode::Normal { until: Some(o) },
                         None => Mode::Done,
                     }
-                } else if all_one_second
-                    && until.is_some()
-                    && self.page_oldest == until
-                    && page_limit.saturating_mul(2) <= max_page_limit
-                {
-                    Mode::Tie {
-                        second: until.unwrap_or_default(),
-                        limit: page_limit.saturating_mul(2),
-                    }
                 } else if all_one_second && until.is_some() && self.page_oldest == until {
-                    self.step_below(until.unwrap_or_default())
+                    let second = until.unwrap_or_default();
+                    if page_limit.saturating_mul(2) <= max_page_limit {
+                        Mode::Tie {
+                            second,
+                            limit: page_limit.saturating_mul(2),
+                        }
+                    } else {
+                        // Cannot ask for more of that second.
+                        self.unproven += 1;
+                        self.step_below(second)
+                    }
                 } else {
                     Mode::Done
                 }
             }
             Mode::Tie { second, limit } => {
-                if self.page_new > 0 {
-                    Mode::Tie { second, limit }
-                } else if limit.saturating_mul(2) <= max_page_limit {
+                let filled = count >= limit;
+                let capped = !filled
+                    && match bounds.seen.cap {
+                        Some(cap) => count >= cap,
+                        // No cap seen: the relay answered a larger limit with
+                        // the count a smaller one got, and never sent more in
+                        // one page. It may hold exactly that many, or cap
+                        // there: not proven. (One that sent more than the
+                        // smaller limit asked applies no limit at all.)
+                        None => {
+                            count >= TIE_MIN_PAGE
+                                && count >= largest_before
+                                && previous.is_some_and(|(c, asked)| c == count && c <= asked)
+                        }
+                    };
+                if filled && limit.saturating_mul(2) <= max_page_limit {
                     Mode::Tie {
                         second,
                         limit: limit.saturating_mul(2),
                     }
                 } else {
+                    if filled || capped {
+                        // More of that second may exist than the relay shows.
+                        self.unproven += 1;
+                    }
                     self.step_below(second)
                 }
             }
         };
         self.start_page();
         self.is_done()
+    }
+
+    /// Whether the page just answered shows that the relay excludes the
+    /// `until` second: asked up to a boundary second whose events we saw,
+    /// an inclusive relay sends them again; this page has none of that second.
+    fn shows_exclusive_until(&self) -> bool {
+        let Mode::Normal { until: Some(u) } = self.mode else {
+            return false;
+        };
+        !self.exclusive_until
+            && self.boundary_second == Some(u)
+            && !self.boundary.is_empty()
+            && !self.page_events.iter().any(|(t, _)| *t == u)
     }
 
     fn step_below(&mut self, second: u64) -> Mode {
@@ -306,32 +469,96 @@ mod tests {
         page_limit: u32,
         max_limit: u32,
     ) -> (BTreeSet<u64>, u32) {
+        let (got, pages, _) = run_on(events, Peer::inclusive(cap), page_limit, max_limit);
+        (got, pages)
+    }
+
+    /// How a test relay reads a page request.
+    #[derive(Clone, Copy)]
+    struct Peer {
+        /// A silent cap on every page.
+        cap: u32,
+        /// `until` excludes its own second (PyPI nostr-relay).
+        exclusive_until: bool,
+    }
+
+    impl Peer {
+        fn inclusive(cap: u32) -> Self {
+            Peer {
+                cap,
+                exclusive_until: false,
+            }
+        }
+
+        fn exclusive(cap: u32) -> Self {
+            Peer {
+                cap,
+                exclusive_until: true,
+            }
+        }
+    }
+
+    /// Plays a pass against `peer`: the ids fetched, the pages asked, the
+    /// events received (with repeats) and whether the pass proved itself
+    /// complete.
+    fn run_on(
+        events: &[(u64, u64)],
+        peer: Peer,
+        page_limit: u32,
+        max_limit: u32,
+    ) -> (BTreeSet<u64>, u32, (u64, bool)) {
+        let mut seen = PageEvidence::default();
+        run_seen(events, peer, page_limit, max_limit, &mut seen)
+    }
+
+    /// [`run_on`] with the relay's page evidence carried across passes.
+    fn run_seen(
+        events: &[(u64, u64)],
+        peer: Peer,
+        page_limit: u32,
+        max_limit: u32,
+        seen: &mut PageEvidence,
+    ) -> (BTreeSet<u64>, u32, (u64, bool)) {
         let mut sorted: Vec<(u64, u64)> = events.to_vec();
         sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut p = FilterPaging::new(None);
         let mut got = BTreeSet::new();
         let mut pages = 0;
+        let mut received = 0u64;
         loop {
             pages += 1;
             assert!(pages < 10_000, "paging does not terminate");
             let req = p.request(page_limit);
             p.start_page();
-            let n = req.limit.min(cap) as usize;
+            let n = req.limit.min(peer.cap) as usize;
             for (i, t) in sorted
                 .iter()
                 .filter(|(_, t)| {
-                    req.until.is_none_or(|u| *t <= u) && req.since.is_none_or(|s| *t >= s)
+                    req.until.is_none_or(|u| {
+                        if peer.exclusive_until {
+                            *t < u
+                        } else {
+                            *t <= u
+                        }
+                    }) && req.since.is_none_or(|s| *t >= s)
                 })
                 .take(n)
             {
                 got.insert(*i);
+                received += 1;
                 p.observe(id(*i), *t);
             }
-            if p.end_page(page_limit, max_limit) {
+            let done = p.end_page_within(&PageBounds {
+                page_limit,
+                max_page_limit: max_limit,
+                seen: *seen,
+            });
+            seen.merge(p.shown());
+            if done {
                 break;
             }
         }
-        (got, pages)
+        (got, pages, (received, p.is_complete()))
     }
 
     #[test]
@@ -450,5 +677,108 @@ mod tests {
         // Spec: tie -> cannot double -> step until one second lower. Only the 5
         // hidden events of second 5000 are unreachable.
         assert!(got.len() >= 110, "got only {} of 115", got.len());
+    }
+
+    /// Found against PyPI nostr-relay (exclusive `until`) behind a silent
+    /// cap: the events sharing the oldest second of a full page were never
+    /// asked for again, and the pass still reported itself complete.
+    #[test]
+    fn an_exclusive_until_behind_a_silent_cap_loses_nothing() {
+        // 150 issues, 7 per second; the relay caps every page at 100.
+        let events: Vec<(u64, u64)> = (0..150).map(|i| (i, 10_000 - i / 7)).collect();
+        let (got, _, (_, complete)) = run_on(&events, Peer::exclusive(100), 500, 4000);
+        assert_eq!(got.len(), 150, "lost {}", 150 - got.len());
+        assert!(complete);
+        // The same relay with an inclusive `until` needs no extra page.
+        let (_, inclusive_pages, _) = run_on(&events, Peer::inclusive(100), 500, 4000);
+        let (_, exclusive_pages, _) = run_on(&events, Peer::exclusive(100), 500, 4000);
+        assert!(
+            exclusive_pages <= inclusive_pages + 1,
+            "{exclusive_pages} pages"
+        );
+    }
+
+    /// An exclusive `until` with a burst of one second larger than a page.
+    #[test]
+    fn an_exclusive_until_with_a_burst_in_one_second() {
+        let mut events: Vec<(u64, u64)> = (0..700).map(|i| (i, 5000)).collect();
+        events.extend((700..800).map(|i| (i, 4000 - i)));
+        let (got, _, (_, complete)) = run_on(&events, Peer::exclusive(1000), 500, 4000);
+        assert_eq!(got.len(), 800, "lost {}", 800 - got.len());
+        assert!(complete);
+    }
+
+    /// Found against nostr-rs-relay: a one-second page that brought the
+    /// rest of the second was asked again, identically, and the limit kept
+    /// doubling after all 700 events of the second were in (3,802 events
+    /// received for 701 distinct). A tie page that does not fill its limit
+    /// ends the tie.
+    #[test]
+    fn a_tie_page_that_did_not_fill_its_limit_ends_the_tie() {
+        let mut events: Vec<(u64, u64)> = (0..700).map(|i| (i, 5000)).collect();
+        events.push((9999, 100));
+        let (got, pages, (received, complete)) =
+            run_on(&events, Peer::inclusive(100_000), 500, 4000);
+        assert_eq!(got.len(), 701);
+        assert!(complete);
+        // 500 (first page), 500 again (until = that second), 700 (the tie
+        // at 1000), then the lone event and an empty page.
+        assert!(received <= 500 + 500 + 700 + 2, "{received} received");
+        assert!(pages <= 5, "{pages} pages");
+    }
+
+    /// A relay that caps pages below the events of one second, without
+    /// NIP-77: that second cannot be proven complete, and the pass says so.
+    #[test]
+    fn a_second_capped_below_its_events_is_not_proven() {
+        let mut events: Vec<(u64, u64)> = (0..700).map(|i| (i, 5000)).collect();
+        events.push((9999, 100));
+        let (got, _, (_, complete)) = run_on(&events, Peer::inclusive(500), 500, 4000);
+        assert!(got.contains(&9999), "moved on below the second");
+        assert!(!complete, "500 of 700 at one second: not proven");
+        // Ordinary passes prove themselves.
+        let plain: Vec<(u64, u64)> = (0..1200).map(|i| (i, 1_000_000 - i)).collect();
+        assert!(run_on(&plain, Peer::inclusive(100), 500, 4000).2 .1);
+        assert!(run_on(&plain, Peer::exclusive(100), 500, 4000).2 .1);
+    }
+
+    /// A relay whose cap showed on another filter (pages cut at 100 while it
+    /// held more): a second of 99 events is proven whole, one of 100 is not.
+    #[test]
+    fn a_cap_seen_on_any_filter_judges_one_second_pages() {
+        let plain: Vec<(u64, u64)> = (0..500).map(|i| (i, 1_000_000 - i)).collect();
+        let mut seen = PageEvidence::default();
+        run_seen(&plain, Peer::inclusive(100), 500, 4000, &mut seen);
+        assert_eq!(seen.cap, Some(100), "{seen:?}");
+        for (burst, proven) in [(99u64, true), (100, false), (150, false)] {
+            let events: Vec<(u64, u64)> = (0..burst).map(|i| (i, 5000)).collect();
+            let mut relay = seen;
+            let (got, _, (_, complete)) =
+                run_seen(&events, Peer::inclusive(100), 500, 4000, &mut relay);
+            assert_eq!(complete, proven, "burst {burst}");
+            assert_eq!(got.len() as u64, burst.min(100));
+        }
+    }
+
+    /// A burst of one second alone in its filter: proven whole once the
+    /// relay sent a larger page elsewhere; on a relay that never did, it may
+    /// be capping at exactly that count, so it is not proven (a false
+    /// "synced" is worse than a false "incomplete").
+    #[test]
+    fn a_burst_alone_is_proven_by_a_larger_page_elsewhere() {
+        let events: Vec<(u64, u64)> = (0..30).map(|i| (i, 5000)).collect();
+        let mut seen = PageEvidence {
+            largest: 200,
+            cap: None,
+        };
+        let (got, _, (_, complete)) =
+            run_seen(&events, Peer::inclusive(100_000), 500, 4000, &mut seen);
+        assert_eq!(got.len(), 30);
+        assert!(complete);
+        let (_, _, (_, complete)) = run_on(&events, Peer::inclusive(100_000), 500, 4000);
+        assert!(!complete, "nothing shows the relay serves more than 30");
+        // Below the smallest cap seen in the wild, a burst is whole.
+        let small: Vec<(u64, u64)> = (0..12).map(|i| (i, 5000)).collect();
+        assert!(run_on(&small, Peer::inclusive(100_000), 500, 4000).2 .1);
     }
 }

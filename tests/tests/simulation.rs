@@ -2,9 +2,9 @@
 //! (limits, refusals, outages, restarts) in virtual time, checked against the
 //! invariants of the behaviour contract.
 
-use grasp_sync_core::Time;
+use grasp_sync_core::{GiveUpReason, RelayState, RelayUrl, Time};
 use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
-use grasp_sync_tests::sim::World;
+use grasp_sync_tests::sim::{Nip77Behaviour, World};
 use proptest::prelude::*;
 
 #[test]
@@ -83,10 +83,51 @@ proptest! {
 }
 
 /// 1,200 issues behind a relay that silently caps pages at 100, plus a burst
-/// of 100 comments sharing one second (as many as the cap lets any client
-/// see): everything arrives, nothing loops.
+/// of 99 comments sharing one second (one fewer than the cap: a second holding
+/// as many events as the cap cannot be proven complete by paging, see below):
+/// everything arrives, nothing loops.
 #[test]
 fn deep_history_behind_a_page_cap() {
+    let (mut w, _) = capped_world(99, Nip77Behaviour::Unknown);
+    run(&mut w);
+    assert_converged(&w, "deep history");
+    assert_eq!(w.store.len(), 1 + 1200 + 99);
+}
+
+/// A relay that caps pages at 100 with a second holding 100 events: paging
+/// cannot tell "exactly 100" from "more, capped". Where the relay speaks
+/// NIP-77 the engine reconciles that filter and proves it; where it does not,
+/// the targets are reported incomplete, never synced (issue 15; before, they
+/// were confirmed, and a burst of 150 lost 50 events while "synced").
+#[test]
+fn a_second_as_large_as_the_page_cap_is_proven_or_reported() {
+    let (mut w, relay) = capped_world(100, Nip77Behaviour::Answer);
+    run(&mut w);
+    assert_converged(&w, "capped burst, NIP-77");
+    assert_eq!(w.store.len(), 1 + 1200 + 100);
+
+    for burst in [100, 150] {
+        let (mut w, relay) = capped_world(burst, Nip77Behaviour::Unknown);
+        run(&mut w);
+        let st = w.engine.relay_status(&relay).expect("the relay");
+        assert!(!w.converged(&relay), "burst {burst}: reported synced");
+        assert_eq!(st.pending, 0, "burst {burst}: the pass ended");
+        assert!(
+            st.given_up
+                .get(&GiveUpReason::Incomplete)
+                .copied()
+                .unwrap_or(0)
+                >= 1,
+            "burst {burst}: {st:#?}"
+        );
+        assert_eq!(st.state, RelayState::Live);
+    }
+    let _ = relay;
+}
+
+/// A relay capping pages at 100 with 1,200 issues of one repo and `burst`
+/// comments sharing one second on the first issue.
+fn capped_world(burst: u64, nip77: Nip77Behaviour) -> (World, RelayUrl) {
     use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
     use grasp_sync_tests::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
@@ -95,6 +136,7 @@ fn deep_history_behind_a_page_cap() {
         relay.clone(),
         Profile {
             page_cap: Some(100),
+            nip77,
             ..Profile::default()
         },
     ));
@@ -115,15 +157,13 @@ fn deep_history_behind_a_page_cap() {
         w.seed(&relay, r);
     }
     let root_id = first_root.unwrap();
-    for i in 0..100u64 {
+    for i in 0..burst {
         w.seed(
             &relay,
             comment(50, T0 - 50, &c, &root_id, &format!("burst {i}")),
         );
     }
-    run(&mut w);
-    assert_converged(&w, "deep history");
-    assert_eq!(w.store.len(), 1 + 1200 + 100);
+    (w, relay)
 }
 
 /// 700 comments in one second behind a relay that honours `limit` but sends

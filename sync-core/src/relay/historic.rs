@@ -9,7 +9,6 @@
 //! call that drops or merges packs returns what it dropped.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
 
 use nostr::event::Event;
 use nostr::filter::Filter;
@@ -23,6 +22,7 @@ use crate::command::SubscriptionMode;
 use crate::config::Timing;
 use crate::filters::{build_filter, matches};
 use crate::info::Budget;
+use crate::paging::{PageBounds, PageEvidence};
 use crate::rng::Rng;
 use crate::types::{Layer, TargetKey, Time};
 
@@ -86,6 +86,14 @@ pub(crate) enum Next {
     Reconcile(Pack),
 }
 
+/// What an EOSE ended: packs whose every filter is done (to confirm when
+/// proven), and what the page showed of the relay's page sizes.
+#[derive(Debug)]
+pub(crate) struct Eose {
+    pub finished: Vec<Pack>,
+    pub shown: PageEvidence,
+}
+
 /// What the relay's target book must hear after [`Historic::next`]:
 /// `released` targets were held by two packs that became one.
 #[derive(Debug)]
@@ -110,10 +118,11 @@ impl Historic {
     // ----- queueing ----------------------------------------------------------
 
     /// Queues one new target (the caller counted it pending): into the
-    /// newest fresh pack of its layer with room (`cap` targets), or a new
-    /// pack ready after `batch_delay`, so that targets found together (the
-    /// roots of one page) share one REQ and the live update goes out first.
-    pub fn enqueue_new(&mut self, target: TargetKey, now: Time, cap: usize, batch_delay: Duration) {
+    /// newest batching pack of its layer with room (`cap` targets), or a new
+    /// one. A batch goes out once targets stop joining it for a moment (or
+    /// after the batch delay), so that targets found together (the roots of
+    /// one page) share one REQ and the live update goes out first.
+    pub fn enqueue_new(&mut self, target: TargetKey, now: Time, cap: usize, t: &Timing) {
         if let Some(p) = self.queue.iter_mut().rev().find(|p| {
             p.layer == target.layer()
                 && p.since.is_none()
@@ -123,10 +132,14 @@ impl Historic {
         }) {
             if p.targets.len() < cap {
                 p.targets.insert(target);
+                if let Some(started) = p.batch_started {
+                    p.ready_at = p.ready_at.max(t.batch_until(started, now));
+                }
                 return;
             }
         }
-        let mut p = Pack::new(target.layer(), None, now.plus(batch_delay));
+        let mut p = Pack::new(target.layer(), None, t.batch_until(now, now));
+        p.batch_started = Some(now);
         p.targets.insert(target);
         self.queue.push_back(p);
     }
@@ -330,22 +343,24 @@ impl Historic {
     }
 
     /// EOSE on `sub`: each filter of the page decides its next page. Packs
-    /// whose every filter is done are returned (their targets are
-    /// confirmed); the rest go on with the next page on the same
-    /// subscription, or wait in the queue while `cooling` (until then).
-    /// `None`: not a historic REQ.
+    /// whose every filter is done are returned (to be confirmed when
+    /// proven); the rest go on with the next page under a fresh id, or wait
+    /// in the queue while `cooling` (until then). `None`: not a historic REQ.
     pub fn on_eose(
         &mut self,
         sub: &SubscriptionId,
         now: Time,
         budget: &Budget,
+        bounds: &PageBounds,
         cooling: Option<Time>,
         out: &mut RelayOut<'_>,
-    ) -> Option<Vec<BTreeSet<TargetKey>>> {
+    ) -> Option<Eose> {
         let mut req = self.active.remove(sub)?;
+        let mut shown = PageEvidence::default();
         for (pi, fi) in req.sent.clone() {
             if let Some((_, paging)) = req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi)) {
-                paging.end_page(budget.page_limit, budget.max_page_limit);
+                paging.end_page_within(bounds);
+                shown.merge(paging.shown());
             }
         }
         let mut finished = Vec::new();
@@ -355,25 +370,26 @@ impl Historic {
                 continue;
             }
             if p.is_done() {
-                finished.push(p.targets);
+                finished.push(p);
             } else {
                 remaining.push(p);
             }
         }
+        // Some relays keep a subscription open after EOSE and ignore a REQ
+        // on an open id (nostr-rs-relay): close it, and send the next page
+        // under a fresh id, so no late message of this page is taken for it.
+        out.unsubscribe(sub);
         if remaining.is_empty() || cooling.is_some() {
-            out.unsubscribe(sub);
             // While cooling down, the rest of the pass waits (pagination kept).
             for p in remaining {
                 self.push_front(p, cooling.unwrap_or(now));
             }
         } else {
-            // Next page on the same subscription id: the REQ replaces the old
-            // one, and pages are strictly sequential (sent after EOSE), so no
-            // late message of the previous page can be confused with this one.
             req.packs = remaining;
-            self.send(sub.clone(), req, budget, now, out);
+            let next = out.fresh_id("hist");
+            self.send(next, req, budget, now, out);
         }
-        Some(finished)
+        Some(Eose { finished, shown })
     }
 
     /// The filters of the page on the wire under `sub`.
@@ -653,6 +669,7 @@ impl Historic {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+    use std::time::Duration;
 
     use nostr::event::EventId;
 
@@ -711,8 +728,12 @@ mod tests {
         // Twelve roots found at different moments: twelve one-target packs
         // (enqueue_new merges only into the newest pack, here kept apart by
         // a cap of 1), ready together.
+        let instant = Timing {
+            batch_delay: Duration::ZERO,
+            ..Timing::default()
+        };
         for n in 0..12 {
-            h.enqueue_new(root(n), t0, 1, Duration::ZERO);
+            h.enqueue_new(root(n), t0, 1, &instant);
         }
         assert_eq!(h.queued_len(), 12);
         let mut w = Wire::new();
@@ -750,7 +771,7 @@ mod tests {
         let budget = Budget::default();
         let t0 = Time::from_secs(100);
         let mut h = Historic::default();
-        h.enqueue_new(root(1), t0, 10, Duration::from_secs(1));
+        h.enqueue_new(root(1), t0, 10, &Timing::default());
         let mut w = Wire::new();
         assert!(matches!(
             h.next(t0, &budget, false, true, &mut w.out()).next,
@@ -760,7 +781,7 @@ mod tests {
             h.poll_timeout(t0, &Timing::default(), true).map(|d| d.1),
             Some(RelayTimer::PackReady)
         );
-        let later = t0.plus(Duration::from_secs(1));
+        let later = t0.plus(Timing::default().batch_quiet);
         assert!(matches!(
             h.next(later, &budget, false, true, &mut w.out()).next,
             Next::Reconcile(_)

@@ -3,12 +3,15 @@
 //! section 6).
 
 use crate::info::{Budget, RelayInfo};
+use crate::paging::{PageBounds, PageEvidence};
 
 /// The relay's published and learned limits.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Limits {
     info: Option<RelayInfo>,
     learned_max_subs: Option<u32>,
+    /// What its pages showed of a silent cap.
+    pages: PageEvidence,
 }
 
 impl Limits {
@@ -42,17 +45,41 @@ impl Limits {
         self.learned_max_subs
     }
 
-    /// Hold one subscription fewer than the `open` ones. Two slots (one
-    /// live, one historic) is the floor: a relay that refuses even that is
-    /// rate limiting, not counting.
+    /// Hold one subscription fewer than the `open` ones, after silence or a
+    /// rate limit. Two slots (one live, one historic) is the floor: a relay
+    /// that refuses even that is rate limiting, not counting.
     pub fn learn_lower(&mut self, open: usize) {
-        let learned = (open as u32).saturating_sub(1).max(2);
+        self.learn_at_most((open as u32).saturating_sub(1).max(2));
+    }
+
+    /// The relay said it holds too many of our `open` subscriptions: hold
+    /// one fewer, down to a single one (a relay serving one REQ at a time).
+    pub fn learn_too_many(&mut self, open: usize) {
+        self.learn_at_most((open as u32).saturating_sub(1).max(1));
+    }
+
+    fn learn_at_most(&mut self, learned: u32) {
         self.learned_max_subs = Some(self.learned_max_subs.map_or(learned, |l| l.min(learned)));
     }
 
-    /// Forgets what refusals taught (the daily pass).
+    /// The bounds a page is judged within.
+    pub fn page_bounds(&self, budget: &Budget) -> PageBounds {
+        PageBounds {
+            page_limit: budget.page_limit,
+            max_page_limit: budget.max_page_limit,
+            seen: self.pages,
+        }
+    }
+
+    /// Adds what a page showed of the relay's page sizes.
+    pub fn learn_pages(&mut self, shown: PageEvidence) {
+        self.pages.merge(shown);
+    }
+
+    /// Forgets what refusals and pages taught (the daily pass).
     pub fn forget_learned(&mut self) {
         self.learned_max_subs = None;
+        self.pages = PageEvidence::default();
     }
 
     /// Restores saved limits.

@@ -6,8 +6,13 @@
 //!
 //! Every REQ goes out under a fresh id, after a `CLOSE` of the one it
 //! replaces (a late `CLOSED` or `EVENT` for the old id can never be taken
-//! for the new one). A group that could not be open for a while reports the
-//! gap when it opens, so the relay catches up on it.
+//! for the new one). A group that could not be open for a while catches up
+//! on the gap in its own REQ: `since` the gap's start and an explicit
+//! `limit`, so the relay sends what was published meanwhile before EOSE.
+//! Only when that fills the limit is the gap handed back, to be fetched by
+//! a historic pass. (A relay with a single subscription slot would
+//! otherwise take turns forever: each catch-up closes live, which opens a
+//! new gap.)
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -20,6 +25,7 @@ use nostr::types::Timestamp;
 use super::out::{Owner, RelayOut};
 use super::timers::{deadline, Deadline, RelayTimer};
 use crate::command::SubscriptionMode;
+use crate::config::Timing;
 use crate::filters::{build_filter, matches, FilterKind};
 use crate::info::Budget;
 use crate::types::{Layer, TargetKey, Time};
@@ -34,17 +40,32 @@ pub(crate) const TAIL_VALUES: usize = 10;
 /// Replaced live subscriptions remembered for late messages.
 const MAX_RETIRED: usize = 8;
 
+/// A live REQ that also asks for what was published during a gap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CatchUp {
+    /// When the gap began.
+    gap: Time,
+    /// `since` of the catch-up (the gap's start minus the safety margin).
+    since: Timestamp,
+    /// The `limit` asked for.
+    limit: u32,
+    /// Events received before EOSE.
+    received: u32,
+}
+
 /// Where a live group stands on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum GroupState {
     /// Not on the wire: opens at `retry_at`, when a slot is free.
     Closed,
     /// On the wire as `sub`, asked from `since`. `dirty`: its targets
-    /// changed, and an update goes out at `retry_at`.
+    /// changed, and an update goes out at `retry_at`. `catch_up`: the REQ
+    /// also asks for a gap, and its EOSE has not come yet.
     Open {
         sub: SubscriptionId,
         since: Timestamp,
         dirty: bool,
+        catch_up: Option<CatchUp>,
     },
     /// Refused: waits for the daily pass.
     Refused,
@@ -70,6 +91,9 @@ struct LiveGroup {
     /// Since when the group should have been open but was not (refused,
     /// cooling down, no slot): at (re)open its targets catch up on the gap.
     gap_since: Option<Time>,
+    /// When targets started joining since it was last sent: the update
+    /// waits while they keep arriving (at most the batch delay).
+    batch_started: Option<Time>,
 }
 
 impl LiveGroup {
@@ -83,7 +107,15 @@ impl LiveGroup {
             tail,
             split: false,
             gap_since: None,
+            batch_started: None,
         }
+    }
+
+    /// A target joined at `now`: the group goes out when targets stop
+    /// joining (`Timing::batch_until`), or later if it was due later anyway.
+    fn batch(&mut self, now: Time, t: &Timing) {
+        let started = *self.batch_started.get_or_insert(now);
+        self.retry_at = self.retry_at.max(t.batch_until(started, now));
     }
 
     fn is_open(&self) -> bool {
@@ -114,10 +146,12 @@ impl LiveGroup {
         }
     }
 
-    /// No longer on the wire; an open group notes the start of its gap.
+    /// No longer on the wire; an open group notes the start of its gap (an
+    /// unfinished catch-up keeps the gap it was catching up on).
     fn close(&mut self, now: Time) {
-        if self.is_open() {
-            self.gap_since.get_or_insert(now);
+        if let GroupState::Open { catch_up, .. } = &self.state {
+            let gap = catch_up.map_or(now, |c| c.gap);
+            self.gap_since = Some(self.gap_since.map_or(gap, |g| g.min(gap)));
             self.state = GroupState::Closed;
         }
     }
@@ -136,27 +170,52 @@ impl LiveGroup {
         self.packs.iter().flat_map(|(_, set)| set.iter())
     }
 
-    /// The REQ's filters: `limit: 0` (nothing stored) and the group's `since`.
-    fn filters(&self, since: Timestamp) -> Vec<Filter> {
+    /// The REQ's filters: `limit: 0` (nothing stored) and the group's
+    /// `since`, or, while catching up, the gap's `since` and a `limit`.
+    fn filters(&self, since: Timestamp, catch_up: Option<&CatchUp>) -> Vec<Filter> {
+        let (since, limit) = match catch_up {
+            Some(c) => (c.since, c.limit),
+            None => (since, 0),
+        };
         let mut out = Vec::with_capacity(self.filter_count());
         for (kinds, set) in &self.packs {
             for kind in kinds.iter() {
-                out.push(build_filter(*kind, set.iter()).since(since).limit(0));
+                out.push(
+                    build_filter(*kind, set.iter())
+                        .since(since)
+                        .limit(limit as usize),
+                );
             }
         }
         out
     }
 }
 
-/// What [`LiveSet::flush`] found.
-#[derive(Debug, Default)]
-pub(crate) struct Flush {
-    /// Groups that opened after a gap: its start and their targets, to
-    /// catch up on with a bounded historic REQ.
-    pub gaps: Vec<(Time, Vec<TargetKey>)>,
-    /// Some targets have no live subscription (no slot): poll them.
-    pub uncovered: bool,
+/// How many subscriptions live groups may hold in [`LiveSet::flush`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slots {
+    /// Live groups open at most.
+    pub live_cap: usize,
+    /// Subscriptions open at most, live and historic.
+    pub max: usize,
+    /// Historic subscriptions open now.
+    pub historic: usize,
 }
+
+/// How live REQs are shaped in [`LiveSet::flush`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    /// `since` of a new live REQ is now minus this (clock-skew allowance).
+    pub since_margin: Duration,
+    /// A gap is caught up on from its start minus this.
+    pub catch_up_margin: Duration,
+    /// The `limit` of a catch-up.
+    pub catch_up_limit: u32,
+}
+
+/// A gap a live REQ could not prove it caught up on (its `limit` was
+/// filled): its start and its targets, to fetch with a historic pass.
+pub(crate) type Gap = (Time, Vec<TargetKey>);
 
 /// The live groups of one relay.
 #[derive(Clone, Debug, Default)]
@@ -221,13 +280,12 @@ impl LiveSet {
     /// to small tail groups, so that one new repo or root resends a few
     /// values, not a whole dense group; when no subscription slot is left
     /// for another tail, the tails are folded into the dense groups (one
-    /// larger update, once per many additions). Updates of open groups wait
-    /// `batch_delay`, like new history.
-    pub fn add(&mut self, target: &TargetKey, now: Time, budget: &Budget, batch_delay: Duration) {
-        let batch_at = now.plus(batch_delay);
+    /// larger update, once per many additions). Updates of open groups are
+    /// batched like new history.
+    pub fn add(&mut self, target: &TargetKey, now: Time, budget: &Budget, t: &Timing) {
         let live = self.groups.iter().any(|g| g.is_open());
         if live && target.layer() != Layer::Discovery {
-            if self.add_to_tail(target, batch_at, budget) {
+            if self.add_to_tail(target, now, budget, t) {
                 return;
             }
             let folded: BTreeSet<TargetKey> = self
@@ -241,14 +299,14 @@ impl LiveSet {
                         .flat_map(|(_, set)| set)
                 })
                 .collect();
-            for t in &folded {
-                self.add_dense(t, batch_at, budget);
+            for f in &folded {
+                self.add_dense(f, now, budget, t);
             }
         }
-        self.add_dense(target, batch_at, budget);
+        self.add_dense(target, now, budget, t);
     }
 
-    fn add_to_tail(&mut self, target: &TargetKey, batch_at: Time, budget: &Budget) -> bool {
+    fn add_to_tail(&mut self, target: &TargetKey, now: Time, budget: &Budget, t: &Timing) -> bool {
         let kinds = target.layer().filter_kinds();
         let need = kinds.len();
         let max_filters = budget.max_filters_per_req as usize;
@@ -280,7 +338,7 @@ impl LiveSet {
             };
             if placed {
                 g.touch();
-                g.retry_at = g.retry_at.max(batch_at);
+                g.batch(now, t);
                 return true;
             }
         }
@@ -289,20 +347,18 @@ impl LiveSet {
         if groups >= live_cap {
             return false;
         }
-        self.groups.push(LiveGroup::new(
-            vec![(kinds, BTreeSet::from([target.clone()]))],
-            batch_at,
-            true,
-        ));
+        let mut tail = LiveGroup::new(vec![(kinds, BTreeSet::from([target.clone()]))], now, true);
+        tail.batch(now, t);
+        self.groups.push(tail);
         true
     }
 
     /// Packs a target densely: into the first dense group with room, once
     /// per slice of its layer's filter kinds that fits a REQ.
-    fn add_dense(&mut self, target: &TargetKey, batch_at: Time, budget: &Budget) {
+    fn add_dense(&mut self, target: &TargetKey, now: Time, budget: &Budget, t: &Timing) {
         let max_filters = (budget.max_filters_per_req as usize).max(1);
         for kinds in target.layer().filter_kinds().chunks(max_filters) {
-            self.add_dense_kinds(target, kinds, batch_at, budget);
+            self.add_dense_kinds(target, kinds, now, budget, t);
         }
     }
 
@@ -310,8 +366,9 @@ impl LiveSet {
         &mut self,
         target: &TargetKey,
         kinds: &'static [FilterKind],
-        batch_at: Time,
+        now: Time,
         budget: &Budget,
+        t: &Timing,
     ) {
         let cap = target.layer().pack_capacity(budget.max_values_per_filter);
         let max_filters = budget.max_filters_per_req as usize;
@@ -323,14 +380,14 @@ impl LiveSet {
                 .find(|(k, s)| *k == kinds && s.len() < cap)
             {
                 set.insert(target.clone());
-                Self::updated(g, batch_at);
+                Self::updated(g, now, t);
                 return;
             }
         }
         for g in self.groups.iter_mut().filter(dense) {
             if g.filter_count() + kinds.len() <= max_filters {
                 g.packs.push((kinds, BTreeSet::from([target.clone()])));
-                Self::updated(g, batch_at);
+                Self::updated(g, now, t);
                 return;
             }
         }
@@ -341,11 +398,11 @@ impl LiveSet {
         ));
     }
 
-    /// A dense group got a target: an open one is updated after the batch delay.
-    fn updated(g: &mut LiveGroup, batch_at: Time) {
+    /// A dense group got a target: an open one is updated once the batch is over.
+    fn updated(g: &mut LiveGroup, now: Time, t: &Timing) {
         if g.is_open() {
             g.touch();
-            g.retry_at = g.retry_at.max(batch_at);
+            g.batch(now, t);
         }
     }
 
@@ -378,13 +435,7 @@ impl LiveSet {
 
     /// Rebuilds the groups when they no longer fit the budget (limits
     /// learned after they were packed): closes them and packs again.
-    pub fn repack(
-        &mut self,
-        now: Time,
-        budget: &Budget,
-        batch_delay: Duration,
-        out: &mut RelayOut<'_>,
-    ) {
+    pub fn repack(&mut self, now: Time, budget: &Budget, t: &Timing, out: &mut RelayOut<'_>) {
         if self.fits(budget) {
             return;
         }
@@ -397,8 +448,8 @@ impl LiveSet {
         }
         targets.sort();
         targets.dedup();
-        for t in &targets {
-            self.add(t, now, budget, batch_delay);
+        for target in &targets {
+            self.add(target, now, budget, t);
         }
         for g in &mut self.groups {
             g.retry_at = now;
@@ -409,24 +460,23 @@ impl LiveSet {
 
     /// Sends updates and opens groups: at most `live_cap` groups open, and
     /// never past `max` subscriptions with the `historic` ones. `since` of a
-    /// new REQ is a little before now (`since_margin`): relays apply it to
-    /// new events too, and a publisher whose clock runs a few minutes slow
-    /// must not be missed; an update keeps the `since` of the REQ it replaces.
+    /// new REQ is a little before now: relays apply it to new events too,
+    /// and a publisher whose clock runs a few minutes slow must not be
+    /// missed; an update keeps the `since` of the REQ it replaces. A group
+    /// opening after a gap catches up on it in the same REQ. Returns whether
+    /// some targets have no live subscription (no slot): poll them.
     pub fn flush(
         &mut self,
         now: Time,
-        live_cap: usize,
-        max: usize,
-        historic: usize,
-        since_margin: Duration,
+        slots: Slots,
+        shape: &Shape,
         out: &mut RelayOut<'_>,
-    ) -> Flush {
+    ) -> bool {
         let mut open = self.open_count();
-        let mut flush = Flush::default();
         // Close open groups beyond the cap, and groups that became empty.
         for g in self.groups.iter_mut().rev() {
             if let GroupState::Open { sub, .. } = &g.state {
-                if open > live_cap || g.packs.is_empty() {
+                if open > slots.live_cap || g.packs.is_empty() {
                     out.unsubscribe(sub);
                     if g.packs.is_empty() {
                         g.state = GroupState::Closed; // dropped below
@@ -442,45 +492,59 @@ impl LiveSet {
             if !g.wants_send() || g.retry_at > now || g.packs.is_empty() {
                 continue;
             }
-            if !g.is_open() && (open >= live_cap || open + historic >= max) {
+            if !g.is_open() && (open >= slots.live_cap || open + slots.historic >= slots.max) {
                 continue;
             }
-            let since = match &g.state {
-                GroupState::Open { since, .. } => *since,
-                _ => now.minus(since_margin).timestamp(),
-            };
-            let filters = g.filters(since);
-            match &g.state {
-                GroupState::Open { sub, .. } => {
+            let (since, catch_up) = match &g.state {
+                GroupState::Open {
+                    sub,
+                    since,
+                    catch_up,
+                    ..
+                } => {
                     // An update goes out under a fresh id, after closing the old one.
                     out.unsubscribe(sub);
                     self.retired.push_back(sub.clone());
                     if self.retired.len() > MAX_RETIRED {
                         self.retired.pop_front();
                     }
+                    (*since, catch_up.map(|c| CatchUp { received: 0, ..c }))
                 }
                 _ => {
-                    if let Some(t) = g.gap_since.take().filter(|t| now.since(*t) >= LIVE_GAP_MIN) {
-                        flush.gaps.push((t, g.targets().cloned().collect()));
-                    }
                     open += 1;
+                    let catch_up = g
+                        .gap_since
+                        .take()
+                        .filter(|t| now.since(*t) >= LIVE_GAP_MIN)
+                        .map(|gap| CatchUp {
+                            gap,
+                            since: gap.minus(shape.catch_up_margin).timestamp(),
+                            limit: shape.catch_up_limit,
+                            received: 0,
+                        });
+                    (now.minus(shape.since_margin).timestamp(), catch_up)
                 }
-            }
+            };
             let sub = out.fresh_id("live");
-            out.subscribe(sub.clone(), filters, SubscriptionMode::Live, Owner::Live);
+            out.subscribe(
+                sub.clone(),
+                g.filters(since, catch_up.as_ref()),
+                SubscriptionMode::Live,
+                Owner::Live,
+            );
             g.state = GroupState::Open {
                 sub,
                 since,
                 dirty: false,
+                catch_up,
             };
+            g.batch_started = None;
         }
         // Targets no live slot can cover are polled instead, so that what
         // is published to them still arrives (within the poll interval).
-        flush.uncovered = self
-            .groups
+        self.groups
             .iter()
-            .any(|g| !g.is_open() && !g.is_refused() && !g.packs.is_empty());
-        flush
+            .any(|g| !g.is_open() && !g.is_refused() && !g.packs.is_empty())
     }
 
     // ----- what the relay says -------------------------------------------------
@@ -593,6 +657,37 @@ impl LiveSet {
         }
     }
 
+    /// An event on `sub`: whether it is one we follow (`None`: not a live
+    /// subscription of ours), counted towards a catch-up's limit.
+    pub fn on_event(&mut self, sub: &SubscriptionId, event: &Event) -> Option<bool> {
+        let hit = self.check_event(sub, event)?;
+        if hit {
+            if let Some(GroupState::Open {
+                catch_up: Some(c), ..
+            }) = self
+                .groups
+                .iter_mut()
+                .find(|g| g.is_open_as(sub))
+                .map(|g| &mut g.state)
+            {
+                c.received = c.received.saturating_add(1);
+            }
+        }
+        Some(hit)
+    }
+
+    /// EOSE on the live subscription `sub`: a catch-up that filled its
+    /// limit may have missed part of its gap, which is returned, to be
+    /// fetched by a historic pass.
+    pub fn on_eose(&mut self, sub: &SubscriptionId) -> Option<Gap> {
+        let g = self.groups.iter_mut().find(|g| g.is_open_as(sub))?;
+        let GroupState::Open { catch_up, .. } = &mut g.state else {
+            return None;
+        };
+        let c = catch_up.take()?;
+        (c.received >= c.limit).then(|| (c.gap, g.targets().cloned().collect()))
+    }
+
     /// Whether an event on `sub` is one we follow (`None`: not a live
     /// subscription of ours). A live REQ replaced by an update is still
     /// ours for late events, judged against what we follow live now.
@@ -609,7 +704,12 @@ impl LiveSet {
     /// The filters of the open group `sub`.
     pub fn subscription_filters(&self, sub: &SubscriptionId) -> Option<Vec<Filter>> {
         self.groups.iter().find_map(|g| match &g.state {
-            GroupState::Open { sub: s, since, .. } if s == sub => Some(g.filters(*since)),
+            GroupState::Open {
+                sub: s,
+                since,
+                catch_up,
+                ..
+            } if s == sub => Some(g.filters(*since, catch_up.as_ref())),
             _ => None,
         })
     }
@@ -723,6 +823,29 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
+    /// Batches close after a second (quiet or not).
+    fn timing() -> Timing {
+        Timing {
+            batch_delay: SEC,
+            batch_quiet: SEC,
+            ..Timing::default()
+        }
+    }
+
+    const SHAPE: Shape = Shape {
+        since_margin: SEC,
+        catch_up_margin: SEC,
+        catch_up_limit: 500,
+    };
+
+    fn slots(live_cap: usize, max: usize, historic: usize) -> Slots {
+        Slots {
+            live_cap,
+            max,
+            historic,
+        }
+    }
+
     #[test]
     fn a_tail_never_exceeds_the_value_cap() {
         for cap in [1u32, 2, 3, 10, 100] {
@@ -734,11 +857,11 @@ mod tests {
             let mut w = Wire::new();
             let t0 = Time::from_secs(1000);
             live.pack_all(&[&repo(1)], &budget);
-            live.flush(t0, 9, 10, 0, SEC, &mut w.out());
+            live.flush(t0, slots(9, 10, 0), &SHAPE, &mut w.out());
             for n in 0..40 {
-                live.add(&root(n), t0, &budget, SEC);
+                live.add(&root(n), t0, &budget, &timing());
             }
-            live.flush(t0.plus(SEC), 9, 10, 0, SEC, &mut w.out());
+            live.flush(t0.plus(SEC), slots(9, 10, 0), &SHAPE, &mut w.out());
             assert!(w.widest() <= cap as usize, "cap {cap}: {}", w.widest());
             if cap >= TAIL_VALUES as u32 {
                 assert_eq!(live.uncovered_count(), 0, "cap {cap}: all followed");
@@ -764,10 +887,8 @@ mod tests {
                 let live_cap = max.saturating_sub(1).max(1);
                 live.flush(
                     Time::from_secs(5),
-                    live_cap,
-                    max,
-                    historic,
-                    SEC,
+                    slots(live_cap, max, historic),
+                    &SHAPE,
                     &mut w.out(),
                 );
                 let open = live.open_count();
@@ -788,18 +909,18 @@ mod tests {
         let mut w = Wire::new();
         let t0 = Time::from_secs(1000);
         live.pack_all(&[&repo(1)], &budget);
-        live.flush(t0, 9, 10, 0, SEC, &mut w.out());
+        live.flush(t0, slots(9, 10, 0), &SHAPE, &mut w.out());
         // A new root while live: a tail of its own, opened after the delay.
-        live.add(&root(1), t0, &budget, SEC);
-        live.flush(t0.plus(SEC), 9, 10, 0, SEC, &mut w.out());
+        live.add(&root(1), t0, &budget, &timing());
+        live.flush(t0.plus(SEC), slots(9, 10, 0), &SHAPE, &mut w.out());
         assert_eq!(live.open_count(), 2);
         // The next root updates the tail.
         let t1 = t0.plus(SEC);
-        live.add(&root(2), t1, &budget, SEC);
+        live.add(&root(2), t1, &budget, &timing());
         w.out.clear();
-        live.flush(t1, 9, 10, 0, SEC, &mut w.out());
+        live.flush(t1, slots(9, 10, 0), &SHAPE, &mut w.out());
         assert!(w.out.is_empty(), "batched: nothing before the delay");
-        live.flush(t1.plus(SEC), 9, 10, 0, SEC, &mut w.out());
+        live.flush(t1.plus(SEC), slots(9, 10, 0), &SHAPE, &mut w.out());
         let sent: Vec<&Command> = w.out.iter().collect();
         assert_eq!(sent.len(), 2, "{sent:?}");
         let (

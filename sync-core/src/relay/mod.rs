@@ -18,7 +18,8 @@
 //! | `auth` | NIP-42 AUTH |
 //! | `out` | (shared) commands, fresh ids, the owner index, unanswered REQs |
 //! | `pack`, `timers`, `stats` | (shared) the pack value type, named deadlines, counters and reasons |
-//! | `view`, `persist` | read-only views of `Relay`; what it saves and restores |
+//! | `inbound` | (of `Relay`) what the relay says, routed to the parts; the refusal table |
+//! | `view`, `persist` | (of `Relay`) read-only views; what it saves and restores |
 
 mod auth;
 mod historic;
@@ -35,26 +36,21 @@ mod targets;
 mod timers;
 mod view;
 
-#[cfg(test)]
-mod tests;
-
 use std::collections::{BTreeSet, VecDeque};
 
-use nostr::event::{Event, EventId};
-use nostr::message::SubscriptionId;
+use nostr::event::Event;
 
 use self::auth::{Auth, AuthOutcome};
 use self::historic::{Historic, Next};
 use self::limits::Limits;
 use self::link::{Link, Reconnect};
-use self::live::LiveSet;
+use self::live::{Gap, LiveSet, Shape, Slots};
 use self::negentropy::{JobDone, NegJobs};
-use self::out::{Owner, RelayOut, SubBook};
-use self::refusal::{Cooldown, Notice, Refusal};
+use self::out::{RelayOut, SubBook};
+use self::refusal::Cooldown;
 use self::targets::{Removed, TargetBook};
 use self::timers::{deadline, soonest, Deadline};
-use crate::backoff::exponential;
-use crate::command::{Command, EventCheck, StoreOutcome, SubscriptionMode};
+use crate::command::Command;
 use crate::config::Config;
 use crate::info::{Budget, RelayInfo};
 use crate::nip77::RejectedIds;
@@ -85,6 +81,9 @@ macro_rules! out {
         )
     };
 }
+
+// After the macro, which it uses.
+mod inbound;
 
 /// One remote relay.
 #[derive(Clone, Debug)]
@@ -181,13 +180,12 @@ impl Relay {
         self.link.not_empty();
         if self.is_connected() {
             let budget = self.budget(&sh.config);
-            self.live
-                .add(&target, now, &budget, sh.config.timing.batch_delay);
+            self.live.add(&target, now, &budget, &sh.config.timing);
             if self.targets.is_new(&target) {
                 let cap = target.layer().pack_capacity(budget.max_values_per_filter);
                 self.targets.pend(&target);
                 self.historic
-                    .enqueue_new(target, now, cap, sh.config.timing.batch_delay);
+                    .enqueue_new(target, now, cap, &sh.config.timing);
             }
         } else {
             // Packed in bulk at the next connect: cheaper than one by one.
@@ -229,6 +227,18 @@ impl Relay {
         self.historic.enqueue_all(targets, since, now, values);
     }
 
+    /// A gap in live coverage that the live REQ could not prove it caught
+    /// up on: a historic pass over its targets, from its start (minus the
+    /// safety margin) on.
+    fn catch_up(&mut self, (start, targets): Gap, now: Time, config: &Config) {
+        let since = start.minus(config.timing.catch_up_margin).as_secs();
+        let fresh: BTreeSet<TargetKey> = targets
+            .into_iter()
+            .filter(|t| self.targets.contains(t))
+            .collect();
+        self.enqueue_all(fresh.into_iter().collect(), Some(since), now, config);
+    }
+
     /// The three-way difference: queue every target that is neither pending,
     /// confirmed nor given up.
     fn plan_new_work(&mut self, now: Time, config: &Config) {
@@ -237,11 +247,27 @@ impl Relay {
     }
 
     /// Applies the end of a NIP-77 step.
-    fn apply(&mut self, done: JobDone, now: Time) {
+    fn apply(&mut self, done: JobDone, now: Time, config: &Config) {
         match done {
             JobDone::Running => {}
-            JobDone::Confirmed(targets) => self.targets.confirm(targets),
+            JobDone::Finished(pack) => self.finish_pack(pack, now, config),
             JobDone::Paged(pack) => self.historic.push_front(pack, now),
+        }
+    }
+
+    /// A pack whose every filter is done, paged or reconciled: its targets
+    /// are confirmed when every filter proved it saw all the relay holds.
+    /// Otherwise (a page cap below one second's events) the unproven filters
+    /// get one NIP-77 reconciliation, which does not page, where the relay
+    /// allows it; failing that, the targets are reported incomplete.
+    fn finish_pack(&mut self, mut pack: pack::Pack, now: Time, config: &Config) {
+        if pack.is_proven() {
+            self.targets.confirm(pack.targets);
+        } else if config.nip77 && self.neg.usable() && !pack.rescued {
+            pack.reopen_unproven();
+            self.historic.push_front(pack, now);
+        } else {
+            self.targets.give_up(pack.targets, GiveUpReason::Incomplete);
         }
     }
 
@@ -363,8 +389,8 @@ impl Relay {
         }
         if self.is_connected() {
             let budget = self.budget(&sh.config);
-            let batch = sh.config.timing.batch_delay;
-            self.live.repack(now, &budget, batch, &mut out!(self, sh));
+            let t = sh.config.timing.clone();
+            self.live.repack(now, &budget, &t, &mut out!(self, sh));
         } else {
             self.live.mark_stale(); // packed at the next connect
         }
@@ -423,7 +449,7 @@ impl Relay {
             self.give_up(given_up, GiveUpReason::Unresponsive);
         }
         for done in self.neg.timeouts(now, &t, &mut out!(self, sh)) {
-            self.apply(done, now);
+            self.apply(done, now, &sh.config);
         }
         if self.historic.resync_due(now) {
             self.daily_pass(now, sh);
@@ -509,26 +535,23 @@ impl Relay {
             1
         };
         let t = &sh.config.timing;
-        let flush = self.live.flush(
-            now,
+        let slots = Slots {
             live_cap,
             max,
-            historic_open,
-            t.live_since_margin,
+            historic: historic_open,
+        };
+        let shape = Shape {
+            since_margin: t.live_since_margin,
+            catch_up_margin: t.catch_up_margin,
+            catch_up_limit: budget.page_limit,
+        };
+        let uncovered = self.live.flush(
+            now,
+            slots,
+            &shape,
             &mut RelayOut::new(&self.url, &mut sh.out, &mut self.subs, &mut self.stats),
         );
-        // What was published while a group could not be open is caught up
-        // on now that it is (history already sent covers only until then).
-        for (gap, targets) in flush.gaps {
-            let since = gap.minus(t.catch_up_margin).as_secs();
-            let fresh: BTreeSet<TargetKey> = targets
-                .into_iter()
-                .filter(|t| self.targets.contains(t))
-                .collect();
-            self.enqueue_all(fresh.into_iter().collect(), Some(since), now, &sh.config);
-        }
-        self.historic
-            .set_uncovered(flush.uncovered, now, &sh.config.timing);
+        self.historic.set_uncovered(uncovered, now, t);
         if self.auth.blocks() {
             return;
         }
@@ -553,306 +576,10 @@ impl Relay {
             Next::Sent => true,
             Next::Reconcile(pack) => {
                 let done = self.neg.start(pack, now, &mut out!(self, sh));
-                self.apply(done, now);
+                self.apply(done, now, &sh.config);
                 true
             }
         }
-    }
-
-    // ----- what the relay says ----------------------------------------------
-
-    pub(crate) fn on_event(
-        &mut self,
-        sub: &SubscriptionId,
-        event: &Event,
-        now: Time,
-    ) -> EventCheck {
-        let verdict = match self.subs.owner(sub) {
-            Some(Owner::Historic) => self
-                .historic
-                .on_event(sub, event, now)
-                .map(|hit| (hit, SubscriptionMode::Historic)),
-            Some(Owner::NegFetch) => self
-                .neg
-                .on_fetch_event(sub, event, now)
-                .map(|hit| (hit, SubscriptionMode::Historic)),
-            Some(Owner::NegOpen) => None,
-            Some(Owner::Live) | None => self
-                .live
-                .check_event(sub, event)
-                .map(|hit| (hit, SubscriptionMode::Live)),
-        };
-        match verdict {
-            None => {
-                self.stats.events_unrequested += 1;
-                EventCheck::Unrequested
-            }
-            Some((false, _)) => {
-                self.stats.events_unmatched += 1;
-                EventCheck::Unmatched
-            }
-            Some((true, mode)) => {
-                self.stats.events_received += 1;
-                self.subs.answered(sub);
-                let at = event.created_at.as_secs();
-                if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
-                    *c = Some(c.map_or(at, |c| c.max(at)));
-                }
-                EventCheck::Accepted(mode)
-            }
-        }
-    }
-
-    pub(crate) fn on_eose(&mut self, sub: &SubscriptionId, now: Time, sh: &mut Shared) {
-        self.subs.answered(sub);
-        self.stats.last_eose = Some(now);
-        let budget = self.budget(&sh.config);
-        match self.subs.owner(sub) {
-            Some(Owner::NegFetch) => {
-                self.cooldown.forgive();
-                let done = self
-                    .neg
-                    .on_fetch_eose(sub, &budget, now, &mut out!(self, sh));
-                if let Some(done) = done {
-                    self.apply(done, now);
-                }
-            }
-            Some(Owner::Historic) => {
-                self.cooldown.forgive();
-                let cooling = self.cooldown.active_until(now);
-                let finished =
-                    self.historic
-                        .on_eose(sub, now, &budget, cooling, &mut out!(self, sh));
-                for targets in finished.into_iter().flatten() {
-                    self.targets.confirm(targets);
-                }
-            }
-            // A live EOSE, or a stale one: noted and ignored.
-            Some(Owner::Live | Owner::NegOpen) | None => return,
-        }
-        self.pump(now, sh);
-    }
-
-    pub(crate) fn on_closed(
-        &mut self,
-        sub: &SubscriptionId,
-        message: &str,
-        now: Time,
-        sh: &mut Shared,
-    ) {
-        let refusal = Refusal::from_closed(message);
-        let owner = self.subs.owner(sub);
-        if owner.is_none() && refusal != Refusal::RateLimited {
-            // Some relays (rust-nostr's LocalRelay) acknowledge our CLOSE
-            // with a CLOSED: not a refusal of anything we hold.
-            self.subs.forget(sub);
-            self.stats.stale_inputs += 1;
-            return;
-        }
-        self.refuse(sub, owner, refusal, now, sh);
-    }
-
-    /// The routing table of refusals (spec section 5): what `refusal` of
-    /// the subscription `sub` (held by `owner`) does to the relay's work.
-    fn refuse(
-        &mut self,
-        sub: &SubscriptionId,
-        owner: Option<Owner>,
-        refusal: Refusal,
-        now: Time,
-        sh: &mut Shared,
-    ) {
-        self.stats.refused(refusal.reason());
-        self.subs.forget(sub);
-        let t = sh.config.timing.clone();
-        let owner = match owner {
-            Some(Owner::NegOpen | Owner::NegFetch) => {
-                if let Some(job) = self.neg.take_refused(sub) {
-                    if refusal == Refusal::RateLimited {
-                        self.limits.learn_lower(self.open_subscriptions());
-                        self.cooldown.start(now, &t);
-                    }
-                    let done = self.neg.fall_back(job, now, &mut out!(self, sh));
-                    self.apply(done, now);
-                }
-                self.pump(now, sh);
-                return;
-            }
-            Some(owner) => owner,
-            None => {
-                if refusal == Refusal::RateLimited {
-                    self.cooldown.start(now, &t);
-                }
-                return; // a subscription we no longer hold
-            }
-        };
-        match refusal {
-            Refusal::RateLimited => {
-                self.limits.learn_lower(self.open_subscriptions());
-                self.cooldown.start(now, &t);
-                let until = self.cooldown.until().unwrap_or(now);
-                self.historic.requeue(sub, until);
-                self.live.retry(sub, now, until, false);
-            }
-            // Authenticated and still refused: this relay does not serve us.
-            // Asking again would only loop.
-            Refusal::AuthRequired if sh.config.auth_enabled && self.auth.is_accepted() => {
-                self.give_up_sub(sub, GiveUpReason::AuthRequired);
-            }
-            Refusal::AuthRequired if sh.config.auth_enabled => {
-                self.auth.need(now);
-                self.historic.requeue(sub, now);
-                self.live.retry(sub, now, now, false);
-                self.try_authenticate(now, sh);
-            }
-            Refusal::AuthRequired => self.give_up_sub(sub, GiveUpReason::AuthRequired),
-            Refusal::Restricted(_) => self.give_up_sub(sub, GiveUpReason::Refused),
-            Refusal::Malformed(_) => match self.historic.split_refused(sub, now) {
-                Some(given_up) => self.give_up(given_up, GiveUpReason::Rejected),
-                None => self.live.split(sub, now),
-            },
-            Refusal::Other if owner == Owner::Historic => {
-                let given_up = self.historic.retry_later(sub, now, &t, &mut self.rng);
-                self.give_up(given_up, GiveUpReason::Unresponsive);
-            }
-            Refusal::Other => {
-                let delay = exponential(t.backoff_initial, t.backoff_max, self.live.attempts(sub));
-                let at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
-                self.live.retry(sub, now, at, true);
-            }
-        }
-        self.pump(now, sh);
-    }
-
-    /// The relay refuses `sub` until the daily pass.
-    fn give_up_sub(&mut self, sub: &SubscriptionId, reason: GiveUpReason) {
-        if let Some(packs) = self.historic.take(sub) {
-            self.give_up(packs, reason);
-        }
-        self.live.refuse(sub);
-    }
-
-    pub(crate) fn on_notice(&mut self, message: &str, now: Time, sh: &mut Shared) {
-        self.stats.notices += 1;
-        let notice = Notice::classify(message);
-        if notice.refuses_nip77 {
-            if let Some(done) = self.neg.on_refusal_notice(now, &mut out!(self, sh)) {
-                self.apply(done, now);
-                self.pump(now, sh);
-                return;
-            }
-        }
-        if !notice.refuses_req {
-            return;
-        }
-        match self.subs.latest_unanswered().cloned() {
-            Some(sub) => {
-                // A NOTICE names no subscription: whichever REQ the relay
-                // refused, closing the one we blame keeps both sides' counts
-                // equal (a wrongly blamed REQ is re-sent; a wrongly spared one
-                // times out).
-                let owner = self.subs.owner(&sub);
-                out!(self, sh).unsubscribe(&sub);
-                self.refuse(&sub, owner, Refusal::RateLimited, now, sh);
-            }
-            None => {
-                self.stats.refused(RefusalReason::RateLimited);
-                self.cooldown.start(now, &sh.config.timing);
-            }
-        }
-    }
-
-    pub(crate) fn on_auth_challenge(&mut self, challenge: &str, now: Time, sh: &mut Shared) {
-        self.auth.on_challenge(challenge);
-        self.try_authenticate(now, sh);
-    }
-
-    fn try_authenticate(&mut self, now: Time, sh: &mut Shared) {
-        let connected = self.is_connected();
-        if let Some(challenge) =
-            self.auth
-                .challenge_to_answer(now, sh.config.auth_enabled, connected)
-        {
-            out!(self, sh).authenticate(challenge);
-        }
-    }
-
-    pub(crate) fn on_auth_result(&mut self, accepted: bool, now: Time, sh: &mut Shared) {
-        match self.auth.on_result(accepted) {
-            AuthOutcome::Accepted => self.pump(now, sh),
-            AuthOutcome::FailedWhileNeeded => self.auth_gave_up(),
-            AuthOutcome::Failed => {}
-        }
-    }
-
-    /// AUTH failed while work waited for it: everything waiting is given up
-    /// until the daily pass.
-    fn auth_gave_up(&mut self) {
-        self.stats.refused(RefusalReason::AuthFailed);
-        let queued = self.historic.drain_queue();
-        self.give_up(queued, GiveUpReason::AuthRequired);
-        self.live.refuse_closed();
-    }
-
-    // ----- NIP-77 ------------------------------------------------------------
-
-    pub(crate) fn on_local_items(
-        &mut self,
-        request: u64,
-        items: Option<&[(u64, EventId)]>,
-        now: Time,
-        sh: &mut Shared,
-    ) {
-        let max_len = self.limits.max_message_length();
-        let mut out = RelayOut::new(&self.url, &mut sh.out, &mut self.subs, &mut self.stats);
-        let Some(done) =
-            self.neg
-                .on_local_items(request, items, &sh.rejected, max_len, now, &mut out)
-        else {
-            return;
-        };
-        self.apply(done, now);
-        self.pump(now, sh);
-    }
-
-    pub(crate) fn on_neg_msg(
-        &mut self,
-        sub: &SubscriptionId,
-        message: &str,
-        now: Time,
-        sh: &mut Shared,
-    ) {
-        let budget = self.budget(&sh.config);
-        let Some(done) = self
-            .neg
-            .on_msg(sub, message, &budget, now, &mut out!(self, sh))
-        else {
-            return;
-        };
-        self.apply(done, now);
-        self.pump(now, sh);
-    }
-
-    pub(crate) fn on_neg_err(&mut self, sub: &SubscriptionId, now: Time, sh: &mut Shared) {
-        let Some(done) = self.neg.on_err(sub, now, &mut out!(self, sh)) else {
-            return;
-        };
-        self.apply(done, now);
-        self.pump(now, sh);
-    }
-
-    // ----- the store ---------------------------------------------------------
-
-    pub(crate) fn on_store(&mut self, outcome: StoreOutcome) {
-        match outcome {
-            StoreOutcome::Stored => self.stats.events_stored += 1,
-            StoreOutcome::Duplicate => self.stats.events_duplicate += 1,
-            StoreOutcome::Rejected => self.stats.events_rejected += 1,
-        }
-    }
-
-    pub(crate) fn on_invalid(&mut self) {
-        self.stats.events_invalid += 1;
     }
 }
 
@@ -871,3 +598,6 @@ fn event_layer(event: &Event) -> Layer {
         _ => Layer::Root,
     }
 }
+
+#[cfg(test)]
+mod tests;

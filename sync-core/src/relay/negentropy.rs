@@ -35,6 +35,8 @@ pub(crate) struct NegJob {
     filter: usize,
     step: NegStep,
     last_activity: Time,
+    /// The relay listed ids of the current filter that it would not send.
+    withheld: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +62,11 @@ enum NegStep {
 }
 
 impl NegJob {
+    /// The job's pack, to try again later (filters already reconciled stay done).
+    pub fn into_pack(self) -> Pack {
+        self.pack
+    }
+
     fn neg_sub(&self) -> Option<&SubscriptionId> {
         match &self.step {
             NegStep::Reconcile { sub, .. } => Some(sub),
@@ -117,8 +124,8 @@ impl NegJob {
 pub(crate) enum JobDone {
     /// Still in work (or nothing applied).
     Running,
-    /// Every filter was reconciled: confirm these targets.
-    Confirmed(BTreeSet<TargetKey>),
+    /// Every filter is done: confirm the pack's targets if it is proven.
+    Finished(Pack),
     /// Some filters fell back: page the pack (first in the queue).
     Paged(Pack),
 }
@@ -167,6 +174,7 @@ impl NegJobs {
             filter: 0,
             step: NegStep::Items { request: 0 },
             last_activity: now,
+            withheld: false,
         };
         self.advance(job, now, out)
     }
@@ -202,7 +210,7 @@ impl NegJobs {
     fn finish(job: NegJob) -> JobDone {
         let mut pack = job.pack;
         if pack.is_done() || pack.targets.is_empty() {
-            JobDone::Confirmed(pack.targets)
+            JobDone::Finished(pack)
         } else {
             pack.paged = true;
             JobDone::Paged(pack)
@@ -343,8 +351,9 @@ impl NegJobs {
     }
 
     /// Sends the next `{"ids":[…]}` REQ of a reconciled filter, or ends the
-    /// filter when none is left: its needed ids count as received whatever
-    /// came (a relay that lists an id it will not send is not asked again).
+    /// filter when none is left. A relay that lists ids it will not send is
+    /// not asked again (`withheld`), but the filter is then not proven
+    /// complete.
     fn send_fetch(
         &mut self,
         mut job: NegJob,
@@ -354,7 +363,13 @@ impl NegJobs {
     ) -> JobDone {
         let Some(filters) = reqs.pop_front() else {
             if let Some((_, paging)) = job.pack.filters.get_mut(job.filter) {
-                paging.finish();
+                if std::mem::take(&mut job.withheld) {
+                    paging.finish_unproven();
+                    // NIP-77 had its chance: no second reconciliation.
+                    job.pack.rescued = true;
+                } else {
+                    paging.finish();
+                }
             }
             job.filter += 1;
             return self.advance(job, now, out);
@@ -413,8 +428,8 @@ impl NegJobs {
     /// EOSE on a fetch REQ `sub` (`None`: not a fetch of ours). Ids the
     /// relay withheld (a silent cap, as LocalRelay applies to `ids` too)
     /// are asked again as long as each REQ brings some; a REQ that brings
-    /// none of its ids ends that, and those ids count as received (no retry
-    /// loop without progress).
+    /// none of its ids ends that (no retry loop without progress), and the
+    /// filter is then not proven complete.
     pub fn on_fetch_eose(
         &mut self,
         sub: &SubscriptionId,
@@ -431,7 +446,9 @@ impl NegJobs {
             } => {
                 let mut rest = std::mem::take(rest);
                 let withheld: BTreeSet<EventId> = wanted.difference(got).copied().collect();
-                if !withheld.is_empty() && !got.is_empty() {
+                if !withheld.is_empty() && got.is_empty() {
+                    job.withheld = true;
+                } else if !withheld.is_empty() {
                     for req in id_fetches(&withheld, budget).into_iter().rev() {
                         rest.push_front(req);
                     }
@@ -444,17 +461,22 @@ impl NegJobs {
     }
 
     /// The job holding `sub` (NEG-OPEN or a fetch), taken out because the
-    /// relay closed it. A closed NEG-OPEN means no NIP-77 with us.
-    pub fn take_refused(&mut self, sub: &SubscriptionId) -> Option<NegJob> {
+    /// relay closed it.
+    pub fn take(&mut self, sub: &SubscriptionId) -> Option<NegJob> {
         let i = self
             .jobs
             .iter()
             .position(|j| j.neg_sub() == Some(sub) || j.fetch_sub() == Some(sub))?;
-        let job = self.jobs.remove(i);
+        Some(self.jobs.remove(i))
+    }
+
+    /// A job the relay refused (not for a rate limit): its current filter
+    /// falls back to paged REQ; a refused NEG-OPEN means no NIP-77 with us.
+    pub fn refused(&mut self, job: NegJob, now: Time, out: &mut RelayOut<'_>) -> JobDone {
         if job.neg_sub().is_some() {
             self.support = Nip77Support::Unsupported;
         }
-        Some(job)
+        self.fall_back(job, now, out)
     }
 
     /// A NOTICE refusing NIP-77: it names no subscription, so the latest

@@ -23,6 +23,9 @@ pub(crate) struct Pack {
     pub filters: Vec<(FilterKind, FilterPaging)>,
     pub since: Option<u64>,
     pub ready_at: Time,
+    /// When a batch of new targets opened in this pack (it goes out once
+    /// targets stop joining, or the batch delay is up).
+    pub batch_started: Option<Time>,
     /// Timeouts and unexplained refusals so far.
     pub attempts: u32,
     /// Travels in a REQ of its own (after an `error:`-style refusal of a
@@ -32,6 +35,8 @@ pub(crate) struct Pack {
     pub split: bool,
     /// Carried by paged REQ only: its open filters fell back from NIP-77.
     pub paged: bool,
+    /// NIP-77 already had its chance at the unproven filters.
+    pub rescued: bool,
 }
 
 impl Pack {
@@ -46,10 +51,12 @@ impl Pack {
                 .collect(),
             since,
             ready_at: now,
+            batch_started: None,
             attempts: 0,
             alone: false,
             split: false,
             paged: false,
+            rescued: false,
         }
     }
 
@@ -61,6 +68,23 @@ impl Pack {
     /// Every filter is done.
     pub fn is_done(&self) -> bool {
         self.filters.iter().all(|(_, p)| p.is_done())
+    }
+
+    /// Every filter proved that it saw all the relay holds for it.
+    pub fn is_proven(&self) -> bool {
+        self.filters.iter().all(|(_, p)| p.is_complete())
+    }
+
+    /// Opens the unproven filters again for NIP-77 (which does not page, so
+    /// a cap on pages does not hide events from it); the others stay done.
+    pub fn reopen_unproven(&mut self) {
+        for (_, p) in &mut self.filters {
+            if !p.is_complete() {
+                *p = FilterPaging::new(self.since);
+            }
+        }
+        self.paged = false;
+        self.rescued = true;
     }
 
     /// Filters that still need pages.

@@ -15,6 +15,10 @@ use crate::types::Time;
 pub(crate) enum Refusal {
     /// `rate-limited:` — cool down, then the same work again.
     RateLimited,
+    /// Too many subscriptions at once (`rate-limited: too many REQs`,
+    /// strfry's NOTICE "too many concurrent REQs"): hold fewer, and retry
+    /// at once — no cool-down, the relay is counting, not throttling.
+    TooManySubscriptions,
     /// `auth-required:` — AUTH first, if we can.
     AuthRequired,
     /// `restricted:` or `blocked:` — not for us until the daily pass.
@@ -33,6 +37,7 @@ impl Refusal {
             .split_once(':')
             .map(|(p, _)| p.trim().to_ascii_lowercase());
         match prefix.as_deref() {
+            Some("rate-limited") if mentions_concurrency(message) => Refusal::TooManySubscriptions,
             Some("rate-limited") => Refusal::RateLimited,
             Some("auth-required") => Refusal::AuthRequired,
             Some("restricted") => Refusal::Restricted(RefusalReason::Restricted),
@@ -48,6 +53,7 @@ impl Refusal {
     pub fn reason(self) -> RefusalReason {
         match self {
             Refusal::RateLimited => RefusalReason::RateLimited,
+            Refusal::TooManySubscriptions => RefusalReason::TooManySubscriptions,
             Refusal::AuthRequired => RefusalReason::AuthRequired,
             Refusal::Restricted(r) | Refusal::Malformed(r) => r,
             Refusal::Other => RefusalReason::Other,
@@ -62,20 +68,30 @@ pub(crate) struct Notice {
     /// Reads like a refusal of NIP-77 (strfry's "ERROR: bad msg: unknown
     /// cmd", nostr-rs-relay's "could not parse command", …).
     pub refuses_nip77: bool,
-    /// Reads like a rate limit or a subscription cap.
-    pub refuses_req: bool,
+    /// Reads like a refusal of a REQ: a rate limit, or a subscription cap.
+    pub refuses_req: Option<Refusal>,
 }
 
-/// Phrases of a NOTICE refusing a REQ.
-const REQ_REFUSALS: [&str; 8] = [
+/// Phrases of a NOTICE (or `CLOSED rate-limited:`) refusing a REQ for the
+/// number of subscriptions open, not for the rate of requests.
+const CONCURRENCY_REFUSALS: [&str; 8] = [
+    "concurrent",
+    "too many reqs",
+    "too many subscriptions",
+    "too many open",
+    "max subscriptions",
+    "maximum subscriptions",
+    "subscription limit",
+    "subscriptions limit",
+];
+
+/// Phrases of a NOTICE refusing a REQ for the rate of requests.
+const RATE_REFUSALS: [&str; 5] = [
     "too many",
     "rate limit",
     "rate-limit",
     "ratelimit",
     "slow down",
-    "maximum concurrent",
-    "max subscriptions",
-    "subscription limit",
 ];
 
 /// Phrases of a NOTICE refusing negentropy.
@@ -90,13 +106,25 @@ const NIP77_REFUSALS: [&str; 8] = [
     "invalid message",
 ];
 
+fn mentions_concurrency(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    CONCURRENCY_REFUSALS.iter().any(|p| m.contains(p))
+}
+
 impl Notice {
     /// Classifies a NOTICE by its words (case-insensitive).
     pub fn classify(message: &str) -> Notice {
         let m = message.to_ascii_lowercase();
+        let refuses_req = if CONCURRENCY_REFUSALS.iter().any(|p| m.contains(p)) {
+            Some(Refusal::TooManySubscriptions)
+        } else if RATE_REFUSALS.iter().any(|p| m.contains(p)) {
+            Some(Refusal::RateLimited)
+        } else {
+            None
+        };
         Notice {
             refuses_nip77: NIP77_REFUSALS.iter().any(|p| m.contains(p)),
-            refuses_req: REQ_REFUSALS.iter().any(|p| m.contains(p)),
+            refuses_req,
         }
     }
 }
@@ -173,6 +201,11 @@ mod tests {
         let cases = [
             ("rate-limited: slow down", Refusal::RateLimited),
             (" Rate-Limited : slow", Refusal::RateLimited),
+            ("rate-limited: too many REQs", Refusal::TooManySubscriptions),
+            (
+                "rate-limited: max subscriptions reached",
+                Refusal::TooManySubscriptions,
+            ),
             ("auth-required: who are you", Refusal::AuthRequired),
             (
                 "restricted: no",
@@ -212,25 +245,35 @@ mod tests {
 
     #[test]
     fn notices_are_classified_by_their_words() {
-        let n = Notice::classify("ERROR: too many concurrent REQs");
-        assert!(n.refuses_req && !n.refuses_nip77);
-        let n = Notice::classify("could not parse command");
-        assert!(n.refuses_nip77 && !n.refuses_req);
+        let cases = [
+            // strfry over maxSubsPerConnection
+            (
+                "ERROR: too many concurrent REQs",
+                Some(Refusal::TooManySubscriptions),
+            ),
+            // nostr-rs-relay over its 32 subscriptions
+            (
+                "Maximum concurrent subscription count reached",
+                Some(Refusal::TooManySubscriptions),
+            ),
+            ("Slow down, please", Some(Refusal::RateLimited)),
+            ("rate limit exceeded", Some(Refusal::RateLimited)),
+            ("too many requests", Some(Refusal::RateLimited)),
+            ("hello", None),
+            ("could not parse command", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(Notice::classify(message).refuses_req, want, "{message:?}");
+        }
         for nip77 in [
             "ERROR: bad msg: unknown cmd",
             "negentropy disabled",
             "unknown or malformed message",
+            "could not parse command",
         ] {
             assert!(Notice::classify(nip77).refuses_nip77, "{nip77}");
         }
-        assert_eq!(
-            Notice::classify("hello"),
-            Notice {
-                refuses_nip77: false,
-                refuses_req: false
-            }
-        );
-        assert!(Notice::classify("Slow down, please").refuses_req);
+        assert!(!Notice::classify("ERROR: too many concurrent REQs").refuses_nip77);
     }
 
     #[test]

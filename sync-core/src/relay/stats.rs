@@ -59,15 +59,20 @@ pub enum GiveUpReason {
     Rejected,
     /// Timed out or refused without explanation too many times.
     Unresponsive,
+    /// Fetched, but not provably complete: the relay shows fewer events of
+    /// one second than it holds (a page cap below a burst) and offers no
+    /// NIP-77, or it lists ids it will not send.
+    Incomplete,
 }
 
 impl GiveUpReason {
     /// Every reason, in order.
-    pub const ALL: [GiveUpReason; 4] = [
+    pub const ALL: [GiveUpReason; 5] = [
         GiveUpReason::Refused,
         GiveUpReason::AuthRequired,
         GiveUpReason::Rejected,
         GiveUpReason::Unresponsive,
+        GiveUpReason::Incomplete,
     ];
 
     /// The kebab-case name (as serialised, and as a metrics label).
@@ -77,6 +82,7 @@ impl GiveUpReason {
             GiveUpReason::AuthRequired => "auth-required",
             GiveUpReason::Rejected => "rejected",
             GiveUpReason::Unresponsive => "unresponsive",
+            GiveUpReason::Incomplete => "incomplete",
         }
     }
 }
@@ -115,13 +121,16 @@ pub enum RefusalReason {
     RateLimited,
     /// `CLOSED restricted:`.
     Restricted,
+    /// Too many subscriptions at once (a cap on concurrent REQs, by
+    /// `CLOSED rate-limited:` or NOTICE).
+    TooManySubscriptions,
     /// `CLOSED unsupported:`.
     Unsupported,
 }
 
 impl RefusalReason {
     /// Every reason, in order.
-    pub const ALL: [RefusalReason; 13] = [
+    pub const ALL: [RefusalReason; 14] = [
         RefusalReason::AuthFailed,
         RefusalReason::AuthRequired,
         RefusalReason::Blocked,
@@ -134,6 +143,7 @@ impl RefusalReason {
         RefusalReason::Other,
         RefusalReason::RateLimited,
         RefusalReason::Restricted,
+        RefusalReason::TooManySubscriptions,
         RefusalReason::Unsupported,
     ];
 
@@ -152,6 +162,7 @@ impl RefusalReason {
             RefusalReason::Other => "other",
             RefusalReason::RateLimited => "rate-limited",
             RefusalReason::Restricted => "restricted",
+            RefusalReason::TooManySubscriptions => "too-many-subscriptions",
             RefusalReason::Unsupported => "unsupported",
         }
     }

@@ -46,7 +46,8 @@ pub enum BudgetViolation {
         /// The budget's `max_values_per_filter`.
         max: u32,
     },
-    /// A filter's `limit` beyond the budget (historic) or not 0 (live).
+    /// A filter's `limit` beyond the budget (historic), or neither 0 nor a
+    /// catch-up within the page budget (live).
     Limit {
         /// The relay.
         relay: RelayUrl,
@@ -56,6 +57,14 @@ pub enum BudgetViolation {
         mode: SubscriptionMode,
         /// The budget's `max_page_limit`.
         max: u32,
+    },
+    /// A REQ on a subscription id still open on the relay (some relays
+    /// ignore it silently, nostr-rs-relay among them).
+    ReusedId {
+        /// The relay.
+        relay: RelayUrl,
+        /// The id.
+        subscription: SubscriptionId,
     },
     /// A command for our own service.
     OwnService(RelayUrl),
@@ -84,6 +93,10 @@ impl fmt::Display for BudgetViolation {
                 f,
                 "{relay}: {mode:?} filter with limit {limit:?}, page budget {max}"
             ),
+            BudgetViolation::ReusedId {
+                relay,
+                subscription,
+            } => write!(f, "{relay}: REQ on {subscription}, still open there"),
             BudgetViolation::OwnService(relay) => write!(f, "{relay}: a command for our service"),
         }
     }
@@ -236,6 +249,16 @@ impl BudgetOracle {
     ) {
         self.reqs_checked += 1;
         let budget = self.budget(relay);
+        if self
+            .relays
+            .get(relay)
+            .is_some_and(|t| t.open.contains(subscription))
+        {
+            self.violate(BudgetViolation::ReusedId {
+                relay: relay.clone(),
+                subscription: subscription.clone(),
+            });
+        }
         if filters.len() > budget.max_filters_per_req as usize {
             self.violate(BudgetViolation::Filters {
                 relay: relay.clone(),
@@ -253,7 +276,13 @@ impl BudgetOracle {
                 });
             }
             let limit_ok = match mode {
-                SubscriptionMode::Live => f.limit == Some(0),
+                // 0, or a catch-up of a gap (`since` and a page's limit).
+                SubscriptionMode::Live => {
+                    f.limit == Some(0)
+                        || (f.since.is_some()
+                            && f.limit
+                                .is_some_and(|l| l >= 1 && l <= budget.max_page_limit as usize))
+                }
                 SubscriptionMode::Historic => f
                     .limit
                     .is_some_and(|l| l >= 1 && l <= budget.max_page_limit as usize),
@@ -364,7 +393,6 @@ mod tests {
         let page = || vec![Filter::new().limit(10)];
         o.on_command(&req(&r, "a", page()));
         o.on_command(&req(&r, "b", page()));
-        o.on_command(&req(&r, "b", page())); // replaces, no new slot
         assert!(o.violations().is_empty());
         o.on_input(&Input::Closed {
             relay: &r,
@@ -403,6 +431,8 @@ mod tests {
             filters: vec![Filter::new().limit(3)],
             mode: SubscriptionMode::Live,
         });
+        // A REQ on an id still open there.
+        o.on_command(&req(&r, "a", vec![Filter::new().limit(10)]));
         o.on_command(&Command::Connect {
             relay: url("wss://git.example.com"),
         });
@@ -414,10 +444,14 @@ mod tests {
                 BudgetViolation::Filters { .. } => "filters",
                 BudgetViolation::Limit { .. } => "limit",
                 BudgetViolation::Subscriptions { .. } => "subs",
+                BudgetViolation::ReusedId { .. } => "reused",
                 BudgetViolation::OwnService(_) => "service",
             })
             .collect();
-        assert_eq!(kinds, ["values", "filters", "limit", "limit", "service"]);
+        assert_eq!(
+            kinds,
+            ["values", "filters", "limit", "limit", "reused", "service"]
+        );
     }
 
     #[test]

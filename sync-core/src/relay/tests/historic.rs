@@ -117,3 +117,84 @@ fn max_filters_below_a_layer_width_is_respected() {
         }
     }
 }
+
+/// Found against nostr-rs-relay, which keeps a subscription open after EOSE
+/// and silently ignores a REQ that reuses an open id: the next page went out
+/// on the same id and waited out the historic timeout. Every REQ must use an
+/// id not open on the relay (ours are closed first, then a fresh one).
+#[test]
+fn no_req_reuses_an_id_open_on_the_relay() {
+    let mut rig = Rig::new(1, |_| {});
+    let r = rig.relay.clone();
+    let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+    let track = |cs: &[Command], open: &mut BTreeSet<SubscriptionId>| {
+        for c in cs {
+            match c {
+                Command::Subscribe { subscription, .. } => {
+                    assert!(
+                        open.insert(subscription.clone()),
+                        "REQ on {subscription}, still open on the relay: {cs:?}"
+                    );
+                }
+                Command::Unsubscribe { subscription, .. } => {
+                    open.remove(subscription);
+                }
+                _ => {}
+            }
+        }
+    };
+    let cs = rig.connect();
+    track(&cs, &mut open);
+    let sub = Rig::historic(&cs)[0].clone();
+    // A full page of 500 issues of repo r0, one per second: more pages follow.
+    for i in 0..500u64 {
+        let e = issue((i % 200) as u8 + 3, T - 1000 - i, &coord(1, "r0"));
+        rig.input(Input::EventReceived {
+            relay: &r,
+            subscription: &sub,
+            event: &e,
+        });
+    }
+    let cs = rig.input(Input::Eose {
+        relay: &r,
+        subscription: &sub,
+    });
+    assert!(!Rig::historic(&cs).is_empty(), "a next page: {cs:?}");
+    track(&cs, &mut open);
+}
+
+/// `--once` ended every first sync 4 s after its last EOSE, and each new
+/// root waited the whole 1 s batch delay on the critical path. A batch of
+/// new targets goes out as soon as no other joins it for a moment.
+#[test]
+fn a_batch_goes_out_once_targets_stop_joining() {
+    let mut rig = Rig::new(1, |_| {});
+    let mut open = BTreeSet::new();
+    let cs = rig.connect();
+    rig.answer_all(cs, &mut open, 10);
+    let ms = T * 1000;
+    rig.input(Input::CatalogEvent(&issue(7, T - 5, &coord(1, "r0"))));
+    let cs = rig.at_time(Time::from_millis(ms + 100));
+    assert_eq!(Rig::historic(&cs).len(), 1, "a lone root at once: {cs:?}");
+    // Roots that keep arriving (every 30 ms) share one REQ, up to the delay.
+    rig.answer_all(cs, &mut open, 10);
+    let mut reqs = Vec::new();
+    for i in 0..50u64 {
+        rig.now = Time::from_millis(ms + 1000 + i * 30);
+        let cs = rig.input(Input::CatalogEvent(&issue(
+            20 + i as u8,
+            T - 5,
+            &coord(1, "r0"),
+        )));
+        reqs.extend(Rig::historic(&cs));
+        let cs = rig.at_time(rig.now);
+        reqs.extend(Rig::historic(&cs));
+    }
+    let cs = rig.at_time(Time::from_millis(ms + 4000));
+    reqs.extend(Rig::historic(&cs));
+    assert!(
+        (2..=3).contains(&reqs.len()),
+        "1.5 s of roots in batches of at most 1 s: {} REQs",
+        reqs.len()
+    );
+}

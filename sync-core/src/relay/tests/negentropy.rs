@@ -357,8 +357,11 @@ fn nip77_rejected_ids_are_not_fetched_again() {
     assert!(!w.fetched.contains(&theirs[3].id));
 }
 
+/// A relay that lists ids in NIP-77 but sends none of them when asked: each
+/// id is asked once (no retry loop), and the repo is reported incomplete,
+/// not synced (issue 15: no false success).
 #[test]
-fn nip77_ids_the_relay_withholds_count_as_received_once() {
+fn nip77_ids_the_relay_withholds_are_asked_once_and_reported_incomplete() {
     let theirs = repo_events(250);
     let mut rig = Rig::new(1, |c| {
         c.nip77 = true;
@@ -372,7 +375,8 @@ fn nip77_ids_the_relay_withholds_count_as_received_once() {
     let rs = &rig.e.status().relays[0];
     assert!(w.fetched.is_empty());
     assert_eq!(rs.pending, 0, "no retry loop: the pass ended");
-    assert_eq!(rs.confirmed, rs.targets);
+    assert_eq!(rs.confirmed, rs.targets - 1, "discovery only");
+    assert_eq!(rs.given_up.get(&GiveUpReason::Incomplete), Some(&1));
     // 250 ids of the #a filter: 3 filters of ≤ 100 ids, 2 per REQ.
     assert_eq!(rs.stats.reconcile_ids_needed, 250);
     assert_eq!(w.id_reqs, 2, "each id asked once, within the budget");
@@ -417,4 +421,47 @@ fn nip77_runs_are_deterministic() {
         log
     };
     assert_eq!(run(), run());
+}
+
+/// A relay that caps pages below the events of one second and does not
+/// speak NIP-77: the repo cannot be proven complete, and is reported
+/// incomplete instead of synced (issue 15). Before: confirmed, 100 of 240.
+#[test]
+fn a_capped_burst_without_nip77_is_reported_incomplete() {
+    let burst: Vec<Event> = (0..240)
+        .map(|i| issue(i as u8 + 3, T - 500, &coord(1, "r0")))
+        .collect();
+    let mut rig = nip77_rig();
+    let first = rig.connect();
+    let mut w = NegWorld::new(burst, Vec::new(), NegMode::Err);
+    w.cap = Some(100);
+    w.serve(&mut rig, first);
+    let rs = &rig.e.status().relays[0];
+    assert_eq!(rs.nip77, Nip77Support::Unsupported);
+    assert_eq!(rs.pending, 0);
+    assert_eq!(rs.given_up.get(&GiveUpReason::Incomplete), Some(&1));
+    assert_eq!(rs.confirmed, rs.targets - 1, "discovery only");
+}
+
+/// The same capped burst on a relay that speaks NIP-77: the unproven filter
+/// is reconciled (NIP-77 does not page), and every event arrives.
+#[test]
+fn a_capped_burst_is_completed_by_nip77() {
+    let burst: Vec<Event> = (0..240)
+        .map(|i| issue(i as u8 + 3, T - 500, &coord(1, "r0")))
+        .collect();
+    let mut rig = Rig::new(1, |c| c.nip77 = true);
+    let r = rig.relay.clone();
+    let first = rig.connect();
+    // Page first (as a first sync into an empty store does), then let the
+    // relay answer NIP-77.
+    let mut w = NegWorld::new(burst.clone(), Vec::new(), NegMode::Answer);
+    w.cap = Some(100);
+    w.serve(&mut rig, first);
+    let ours: BTreeSet<EventId> = w.ours.iter().map(|e| e.id).collect();
+    let all: BTreeSet<EventId> = burst.iter().map(|e| e.id).collect();
+    assert_eq!(ours, all, "every event of the burst is stored");
+    let rs = &rig.e.status().relays[0];
+    assert_eq!(rs.confirmed, rs.targets, "{rs:?}");
+    let _ = r;
 }

@@ -79,13 +79,80 @@ fn notice_refusal_blames_the_latest_unanswered_req() {
         }),
         "{cs:?}"
     );
-    assert!(rig.e.status().relays[0].cooldown_until.is_some());
+    // A cap on concurrent REQs (strfry's words): hold fewer, no cool-down.
+    let st = &rig.e.status().relays[0];
+    assert_eq!(st.cooldown_until, None);
+    assert_eq!(st.learned_max_subscriptions, Some(1));
     // Chatter is not a refusal.
     rig.input(Input::Notice {
         relay: &r,
         message: "hello",
     });
     assert_eq!(rig.e.status().relays[0].stats.notices, 2);
+    // A rate limit is: the relay cools down.
+    rig.input(Input::Notice {
+        relay: &r,
+        message: "slow down, please",
+    });
+    assert!(rig.e.status().relays[0].cooldown_until.is_some());
+}
+
+/// Found against a LocalRelay allowing 2 concurrent REQs: every refusal of
+/// a third ("rate-limited: too many REQs") started a 65 s cool-down that
+/// doubled, though the budget was already learned; 6 repos took 135–265 s.
+/// A concurrency refusal lowers the budget and retries at once.
+#[test]
+fn concurrency_refusals_lower_the_budget_without_a_cool_down() {
+    let mut rig = Rig::new(40, |c| c.default_budget.max_values_per_filter = 5);
+    let r = rig.relay.clone();
+    let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+    let mut todo = rig.connect();
+    let mut done_at = None;
+    for step in 0..2000u64 {
+        let mut next = Vec::new();
+        for c in &todo {
+            match c {
+                Command::Subscribe { subscription, .. } => {
+                    if open.len() >= 2 {
+                        // The relay holds two; it refuses the third.
+                        next.extend(rig.closed(subscription, "rate-limited: too many REQs"));
+                    } else {
+                        open.insert(subscription.clone());
+                        if subscription.as_str().starts_with("hist-") {
+                            next.extend(rig.input(Input::Eose {
+                                relay: &r,
+                                subscription,
+                            }));
+                        }
+                    }
+                }
+                Command::Unsubscribe { subscription, .. } => {
+                    open.remove(subscription);
+                }
+                _ => {}
+            }
+        }
+        todo = next;
+        if rig.e.status().relays[0].pending == 0 {
+            done_at = Some(rig.now);
+            break;
+        }
+        if todo.is_empty() {
+            todo = rig.at(step + 1);
+        }
+    }
+    let st = &rig.e.status().relays[0];
+    assert_eq!(
+        st.cooldown_until, None,
+        "no cool-down for a subscription cap"
+    );
+    assert_eq!(st.learned_max_subscriptions, Some(2));
+    let done_at = done_at.expect("every target confirmed");
+    assert!(
+        done_at.since(Time::from_secs(T)).as_secs() < 5,
+        "took {:?}",
+        done_at.since(Time::from_secs(T))
+    );
 }
 
 #[test]
@@ -97,4 +164,78 @@ fn a_closed_acknowledging_our_close_is_not_a_refusal() {
     let st = &rig.e.status().relays[0];
     assert!(st.stats.refusals.is_empty(), "{:?}", st.stats.refusals);
     assert_eq!(st.stats.stale_inputs, 1);
+}
+
+/// Found against a LocalRelay with `max_reqs` 1: after 5 minutes, 1 of 7
+/// targets confirmed and nothing stored. A relay that serves one REQ at a
+/// time is served by taking turns between history and live: history first,
+/// then live stays open, with no churn once everything is confirmed.
+#[test]
+fn a_relay_serving_one_req_at_a_time_is_served_in_turns() {
+    let mut rig = Rig::new(6, |_| {});
+    let r = rig.relay.clone();
+    let mut open: BTreeSet<SubscriptionId> = BTreeSet::new();
+    let mut todo = rig.connect();
+    let mut sent_after_done = 0;
+    let mut done_at = None;
+    // Historic REQs are answered (EOSE) two seconds after they are sent.
+    let mut answers: Vec<(u64, SubscriptionId)> = Vec::new();
+    for step in 0..600u64 {
+        let mut next = Vec::new();
+        for c in &todo {
+            match c {
+                Command::Subscribe { subscription, .. } => {
+                    if done_at.is_some() {
+                        sent_after_done += 1;
+                    }
+                    if !open.is_empty() {
+                        next.extend(rig.closed(subscription, "rate-limited: too many REQs"));
+                    } else {
+                        open.insert(subscription.clone());
+                        if subscription.as_str().starts_with("hist-") {
+                            answers.push((step + 2, subscription.clone()));
+                        }
+                    }
+                }
+                Command::Unsubscribe { subscription, .. } => {
+                    open.remove(subscription);
+                }
+                _ => {}
+            }
+        }
+        todo = next;
+        if done_at.is_none() && rig.e.status().relays[0].pending == 0 {
+            done_at = Some(rig.now);
+        }
+        if todo.is_empty() {
+            todo = rig.at(step + 1);
+            let due: Vec<SubscriptionId> = answers
+                .iter()
+                .filter(|(at, s)| *at <= step + 1 && open.contains(s))
+                .map(|(_, s)| s.clone())
+                .collect();
+            answers.retain(|(at, _)| *at > step + 1);
+            for sub in due {
+                todo.extend(rig.input(Input::Eose {
+                    relay: &r,
+                    subscription: &sub,
+                }));
+            }
+        }
+    }
+    let st = &rig.e.status().relays[0];
+    let done_at = done_at.unwrap_or_else(|| panic!("not all confirmed: {st:#?}"));
+    assert!(
+        done_at.since(Time::from_secs(T)).as_secs() < 60,
+        "took {:?}",
+        done_at.since(Time::from_secs(T))
+    );
+    assert_eq!(st.confirmed, st.targets);
+    assert_eq!(st.learned_max_subscriptions, Some(1));
+    assert_eq!(st.live_uncovered, 0, "live again once history is done");
+    assert_eq!(open.len(), 1, "the live subscription: {open:?}");
+    assert!(
+        sent_after_done <= 3,
+        "{sent_after_done} REQs once synced: churn"
+    );
 }
