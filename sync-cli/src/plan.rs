@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use grasp_sync_core::types::{is_root_kind, KIND_DELETION, KIND_REPO_ANNOUNCEMENT};
 use grasp_sync_core::{
     Command, Config, Engine, Input, RelayInfo, RelayUrl, SubscriptionMode, Time, Verdict,
 };
@@ -30,13 +31,6 @@ use nostr::filter::Filter;
 use crate::args::EngineArgs;
 use crate::error::CliError;
 use crate::input::{self, Events, InvalidItem, Location};
-
-/// Kind of a repository announcement.
-const KIND_ANNOUNCEMENT: u16 = 30617;
-/// Kinds of root events: patch, pull request, issue.
-const ROOT_KINDS: [u16; 3] = [1617, 1618, 1621];
-/// Kind of a deletion request.
-const KIND_DELETION: u16 = 5;
 
 /// Commands handled before the dry run gives up on a runaway engine.
 const MAX_COMMANDS: usize = 1_000_000;
@@ -90,6 +84,8 @@ pub struct PlannedSubscription {
     pub mode: SubscriptionMode,
     /// The NIP-01 filters of the REQ.
     pub filters: Vec<Filter>,
+    /// When it opens: 1 at connect, n + 1 when a REQ of wave n ends.
+    pub wave: u32,
 }
 
 /// The plan for one relay.
@@ -103,6 +99,10 @@ pub struct RelayPlan {
     pub root_events: usize,
     /// Subscriptions, in the order the engine sent them.
     pub subscriptions: Vec<PlannedSubscription>,
+    /// The most subscriptions open on it at once during the run.
+    pub peak_open: usize,
+    /// Its budget of concurrent subscriptions.
+    pub max_subscriptions: u32,
 }
 
 /// Something left out of the plan, with why.
@@ -212,6 +212,7 @@ pub fn build_plan(
     // The plan shows the paged REQs; NIP-77 work depends on what each relay
     // and the store hold, which a plan cannot know.
     config.nip77 = false;
+    let config_budget = config.default_budget.max_subscriptions;
     let service = config.service.to_string();
     let mut driver = Driver::new(Engine::new(config), Time::from_secs(now_secs), infos);
     let mut summary = Summary {
@@ -228,11 +229,11 @@ pub fn build_plan(
     let announcements = events
         .events
         .iter()
-        .filter(|e| kind(&e.event) == KIND_ANNOUNCEMENT);
+        .filter(|e| kind(&e.event) == KIND_REPO_ANNOUNCEMENT);
     let roots = events
         .events
         .iter()
-        .filter(|e| ROOT_KINDS.contains(&kind(&e.event)));
+        .filter(|e| is_root_kind(kind(&e.event)));
     let deletions = events
         .events
         .iter()
@@ -242,7 +243,7 @@ pub fn build_plan(
         .iter()
         .filter(|e| {
             let k = kind(&e.event);
-            k != KIND_ANNOUNCEMENT && k != KIND_DELETION && !ROOT_KINDS.contains(&k)
+            k != KIND_REPO_ANNOUNCEMENT && k != KIND_DELETION && !is_root_kind(k)
         })
         .count();
     for loaded in announcements {
@@ -313,6 +314,8 @@ pub fn build_plan(
             repos: r.repos,
             root_events: r.roots,
             subscriptions,
+            peak_open: driver.peak_open.get(&r.url).copied().unwrap_or(0),
+            max_subscriptions: r.budget.max_subscriptions,
         });
     }
     // Relays the engine already forgot but that were sent subscriptions.
@@ -324,6 +327,8 @@ pub fn build_plan(
             .collect();
         if !subscriptions.is_empty() {
             relays.push(RelayPlan {
+                peak_open: driver.peak_open.get(&url).copied().unwrap_or(0),
+                max_subscriptions: config_budget,
                 url,
                 repos: 0,
                 root_events: 0,
@@ -370,8 +375,12 @@ struct Driver<'a> {
     engine: Engine,
     now: Time,
     infos: &'a BTreeMap<RelayUrl, RelayInfo>,
-    queue: VecDeque<Command>,
+    /// Commands to carry out, with the wave they belong to.
+    queue: VecDeque<(Command, u32)>,
     recorded: BTreeMap<RelayUrl, Vec<Recorded>>,
+    /// Subscriptions open per relay now, and the most at once.
+    open: BTreeMap<RelayUrl, usize>,
+    peak_open: BTreeMap<RelayUrl, usize>,
 }
 
 impl<'a> Driver<'a> {
@@ -382,14 +391,21 @@ impl<'a> Driver<'a> {
             infos,
             queue: VecDeque::new(),
             recorded: BTreeMap::new(),
+            open: BTreeMap::new(),
+            peak_open: BTreeMap::new(),
         }
     }
 
     /// Feeds one input and queues every command it produced.
     fn input(&mut self, input: Input<'_>) {
+        self.input_in_wave(input, 0);
+    }
+
+    /// Feeds one input; the commands it produced belong to `wave`.
+    fn input_in_wave(&mut self, input: Input<'_>, wave: u32) {
         self.engine.handle_input(self.now, input);
         while let Some(c) = self.engine.poll_command() {
-            self.queue.push_back(c);
+            self.queue.push_back((c, wave));
         }
     }
 
@@ -411,14 +427,14 @@ impl<'a> Driver<'a> {
             event.kind.as_u16(),
             event.id.to_hex()
         );
-        if event.kind.as_u16() == KIND_ANNOUNCEMENT {
+        if event.kind.as_u16() == KIND_REPO_ANNOUNCEMENT {
             let d = event.tags.iter().find_map(|t| match t.as_slice() {
                 [name, value, ..] if name == "d" => Some(value.as_str()),
                 _ => None,
             });
             if let Some(d) = d {
                 detail.push_str(&format!(
-                    " ({KIND_ANNOUNCEMENT}:{}:{d})",
+                    " ({KIND_REPO_ANNOUNCEMENT}:{}:{d})",
                     event.pubkey.to_hex()
                 ));
             }
@@ -435,7 +451,7 @@ impl<'a> Driver<'a> {
     /// history, until none is left.
     fn settle(&mut self) -> Result<(), CliError> {
         let mut handled = 0usize;
-        while let Some(command) = self.queue.pop_front() {
+        while let Some((command, wave)) = self.queue.pop_front() {
             handled += 1;
             if handled > MAX_COMMANDS {
                 return Err(CliError::Unsettled(MAX_COMMANDS));
@@ -444,13 +460,18 @@ impl<'a> Driver<'a> {
                 Command::FetchRelayInfo { relay } => {
                     if let Some(info) = self.infos.get(&relay) {
                         let info = info.clone();
-                        self.input(Input::RelayInfo {
-                            relay: &relay,
-                            info,
-                        });
+                        self.input_in_wave(
+                            Input::RelayInfo {
+                                relay: &relay,
+                                info,
+                            },
+                            wave,
+                        );
                     }
                 }
-                Command::Connect { relay } => self.input(Input::Connected { relay: &relay }),
+                Command::Connect { relay } => {
+                    self.input_in_wave(Input::Connected { relay: &relay }, 1)
+                }
                 // Not emitted: `build_plan` turns NIP-77 off.
                 Command::QueryLocalItems { .. }
                 | Command::NegOpen { .. }
@@ -462,27 +483,30 @@ impl<'a> Driver<'a> {
                     filters,
                     mode,
                 } => {
-                    let subs = self.recorded.entry(relay.clone()).or_default();
-                    // A REQ under an id that is still open replaces it.
-                    for s in subs
-                        .iter_mut()
-                        .filter(|s| s.open && s.sub.id == subscription.as_str())
-                    {
-                        s.open = false;
-                    }
-                    subs.push(Recorded {
-                        sub: PlannedSubscription {
-                            id: subscription.to_string(),
-                            mode,
-                            filters,
-                        },
-                        open: true,
-                    });
-                    if mode == SubscriptionMode::Historic {
-                        self.input(Input::Eose {
-                            relay: &relay,
-                            subscription: &subscription,
+                    let open = self.open.entry(relay.clone()).or_default();
+                    *open += 1;
+                    let peak = self.peak_open.entry(relay.clone()).or_default();
+                    *peak = (*peak).max(*open);
+                    self.recorded
+                        .entry(relay.clone())
+                        .or_default()
+                        .push(Recorded {
+                            sub: PlannedSubscription {
+                                id: subscription.to_string(),
+                                mode,
+                                filters,
+                                wave: wave.max(1),
+                            },
+                            open: true,
                         });
+                    if mode == SubscriptionMode::Historic {
+                        self.input_in_wave(
+                            Input::Eose {
+                                relay: &relay,
+                                subscription: &subscription,
+                            },
+                            wave.max(1) + 1,
+                        );
                     }
                 }
                 Command::Unsubscribe {
@@ -492,9 +516,12 @@ impl<'a> Driver<'a> {
                     if let Some(subs) = self.recorded.get_mut(&relay) {
                         for s in subs
                             .iter_mut()
-                            .filter(|s| s.sub.id == subscription.as_str())
+                            .filter(|s| s.open && s.sub.id == subscription.as_str())
                         {
                             s.open = false;
+                            if let Some(open) = self.open.get_mut(&relay) {
+                                *open = open.saturating_sub(1);
+                            }
                         }
                     }
                 }
@@ -529,22 +556,24 @@ mod tests {
         let infos = BTreeMap::new();
         let mut driver = Driver::new(Engine::new(config), Time::from_secs(1), &infos);
         let relay = RelayUrl::parse("wss://relay.example").unwrap();
-        driver.queue.extend([
-            subscribe(&relay, "live-1", SubscriptionMode::Live),
-            subscribe(&relay, "hist-2", SubscriptionMode::Historic),
-            Command::Unsubscribe {
-                relay: relay.clone(),
-                subscription: SubscriptionId::new("live-1"),
-            },
-            subscribe(&relay, "live-3", SubscriptionMode::Live),
-            Command::Unsubscribe {
-                relay: relay.clone(),
-                subscription: SubscriptionId::new("hist-2"),
-            },
-            subscribe(&relay, "live-4", SubscriptionMode::Live),
-            // Same-id replacement keeps only the newer REQ.
-            subscribe(&relay, "live-4", SubscriptionMode::Live),
-        ]);
+        driver.queue.extend(
+            [
+                subscribe(&relay, "live-1", SubscriptionMode::Live),
+                subscribe(&relay, "hist-2", SubscriptionMode::Historic),
+                Command::Unsubscribe {
+                    relay: relay.clone(),
+                    subscription: SubscriptionId::new("live-1"),
+                },
+                subscribe(&relay, "live-3", SubscriptionMode::Live),
+                Command::Unsubscribe {
+                    relay: relay.clone(),
+                    subscription: SubscriptionId::new("hist-2"),
+                },
+                subscribe(&relay, "live-4", SubscriptionMode::Live),
+            ]
+            .into_iter()
+            .map(|c| (c, 1)),
+        );
         driver.settle().unwrap();
         let kept: Vec<(&str, bool)> = driver.recorded[&relay]
             .iter()
@@ -555,5 +584,56 @@ mod tests {
             kept,
             [("hist-2", false), ("live-3", true), ("live-4", true)]
         );
+        assert_eq!(driver.peak_open[&relay], 2);
+    }
+
+    /// A relay whose NIP-11 allows 3 subscriptions: the plan lists more REQs
+    /// than that, in waves, and its peak stays within the budget.
+    #[test]
+    fn waves_and_peak_show_the_budget_holds() {
+        let mut config = Config::new(ServiceId::parse("git.example.com").unwrap());
+        config.default_budget.max_values_per_filter = 1;
+        config.nip77 = false;
+        let relay = RelayUrl::parse("wss://relay.example").unwrap();
+        let infos = BTreeMap::from([(
+            relay.clone(),
+            RelayInfo {
+                max_subscriptions: Some(3),
+                ..RelayInfo::default()
+            },
+        )]);
+        let mut driver = Driver::new(Engine::new(config), Time::from_secs(1_700_000_000), &infos);
+        for i in 0..8u8 {
+            use nostr::event::{Event, EventId, Kind, Signature, Tag, Tags};
+            // The engine checks no signature: a dummy one will do.
+            let mut b = [0u8; 32];
+            b[0] = 2;
+            b[31] = i + 1;
+            let pk = nostr::key::PublicKey::from_byte_array(b);
+            let tags = Tags::from_list(vec![
+                Tag::parse(["d", "repo"]).unwrap(),
+                Tag::parse(["relays", relay.as_str(), "wss://git.example.com"]).unwrap(),
+            ]);
+            let (at, kind) = (
+                nostr::types::Timestamp::from_secs(1_699_999_000),
+                Kind::from(30617),
+            );
+            let id = EventId::compute(&pk, &at, &kind, &tags, "");
+            let sig = Signature::from_byte_array([1; 64]);
+            let ann = Event::new(id, pk, at, kind, tags, "", sig);
+            driver.input(Input::CatalogEvent(&ann));
+        }
+        driver.input(Input::Tick);
+        driver.settle().unwrap();
+        let subs = &driver.recorded[&relay];
+        let historic = subs
+            .iter()
+            .filter(|s| s.sub.mode == SubscriptionMode::Historic)
+            .count();
+        assert!(historic > 3, "{historic} historic REQs");
+        assert!(driver.peak_open[&relay] <= 3, "{:?}", driver.peak_open);
+        let waves: std::collections::BTreeSet<u32> = subs.iter().map(|s| s.sub.wave).collect();
+        assert!(waves.len() > 1, "REQs follow in waves: {waves:?}");
+        assert!(waves.contains(&1));
     }
 }

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::{Plan, PlannedSubscription};
 
 /// The plan as one pretty-printed JSON document (with a trailing newline):
-/// `{"service", "relays": [{"url", "repos", "root_events", "subscriptions":
-/// [{"id", "mode", "filters"}]}], "ignored": [{"reason", "detail"}]}`.
+/// `{"service", "relays": [{"url", "repos", "root_events", "peak_open",
+/// "max_subscriptions", "subscriptions": [{"id", "mode", "wave",
+/// "filters"}]}], "ignored": [{"reason", "detail"}]}`.
 pub fn json(plan: &Plan) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
@@ -23,12 +24,15 @@ pub fn json(plan: &Plan) -> String {
         url: &'a str,
         repos: usize,
         root_events: usize,
+        peak_open: usize,
+        max_subscriptions: u32,
         subscriptions: Vec<Sub<'a>>,
     }
     #[derive(Serialize)]
     struct Sub<'a> {
         id: &'a str,
         mode: SubscriptionMode,
+        wave: u32,
         filters: &'a [Filter],
     }
     #[derive(Serialize)]
@@ -45,12 +49,15 @@ pub fn json(plan: &Plan) -> String {
                 url: r.url.as_str(),
                 repos: r.repos,
                 root_events: r.root_events,
+                peak_open: r.peak_open,
+                max_subscriptions: r.max_subscriptions,
                 subscriptions: r
                     .subscriptions
                     .iter()
                     .map(|s| Sub {
                         id: &s.id,
                         mode: s.mode,
+                        wave: s.wave,
                         filters: &s.filters,
                     })
                     .collect(),
@@ -102,6 +109,10 @@ fn write_text(out: &mut String, plan: &Plan) -> std::fmt::Result {
         out,
         "Dry run: every relay connects at once and has no history, so each historic REQ ends at its first EOSE."
     )?;
+    writeln!(
+        out,
+        "WAVE 1 opens when the relay connects; wave n + 1 when a REQ of wave n ends."
+    )?;
     if plan.relays.is_empty() {
         writeln!(out, "\nNo relay to sync from.")?;
     }
@@ -109,11 +120,13 @@ fn write_text(out: &mut String, plan: &Plan) -> std::fmt::Result {
         writeln!(out)?;
         writeln!(
             out,
-            "{}  (repos: {}, root events: {}, subscriptions: {})",
+            "{}  (repos: {}, root events: {}, subscriptions: {}, at most {} open at once of {} allowed)",
             relay.url,
             relay.repos,
             relay.root_events,
-            relay.subscriptions.len()
+            relay.subscriptions.len(),
+            relay.peak_open,
+            relay.max_subscriptions
         )?;
         if relay.subscriptions.is_empty() {
             writeln!(out, "  (no subscriptions)")?;
@@ -126,7 +139,11 @@ fn write_text(out: &mut String, plan: &Plan) -> std::fmt::Result {
             .chain(["SUBSCRIPTION".len()])
             .max()
             .unwrap_or(0);
-        writeln!(out, "  {:<id_w$}  {:<8}  FILTERS", "SUBSCRIPTION", "MODE")?;
+        writeln!(
+            out,
+            "  {:<id_w$}  {:<8}  {:>4}  FILTERS",
+            "SUBSCRIPTION", "MODE", "WAVE"
+        )?;
         for sub in &relay.subscriptions {
             write_subscription(out, sub, id_w)?;
         }
@@ -203,9 +220,10 @@ fn write_subscription(
 ) -> std::fmt::Result {
     writeln!(
         out,
-        "  {:<id_w$}  {:<8}  {}",
+        "  {:<id_w$}  {:<8}  {:>4}  {}",
         sub.id,
         mode_str(sub.mode),
+        sub.wave,
         sub.filters.len()
     )?;
     for f in &sub.filters {
