@@ -2,7 +2,7 @@
 //! setup.
 //!
 //! Starts four relays in this process on 127.0.0.1 (the same harnesses the
-//! integration tests use, from `grasp-sync-tests`): two rust-nostr
+//! integration tests use, from `grasp-sync-testkit`): two rust-nostr
 //! LocalRelays, a third one that silently caps every page far below the
 //! data it holds, and a scripted relay that answers its first REQs with
 //! `CLOSED rate-limited:`. It seeds them with generated, really signed
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_io::Runner;
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::{LocalOptions, LocalRelayHarness};
-use grasp_sync_tests::signed::{Bulk, Dataset};
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
+use grasp_sync_sim::signed::{Bulk, Dataset};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 
@@ -203,7 +203,7 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
     }
     let seeded: BTreeSet<EventId> = hosted.iter().map(|e| e.id).collect();
 
-    let mut config = grasp_sync_tests::sync::test_config(SERVICE);
+    let mut config = grasp_sync_testkit::sync::test_config(SERVICE);
     config.state_file = Some(dir.join(settings::STATE_FILE));
     let t = &config.engine.timing;
     println!(

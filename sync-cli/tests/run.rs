@@ -1,6 +1,6 @@
 //! End-to-end tests of `grasp-sync run`, `status` and `demo` through the
 //! built binary, against in-process relays on 127.0.0.1 (the harnesses of
-//! `grasp-sync-tests`), and of how settings are merged from flags,
+//! `grasp-sync-testkit`), and of how settings are merged from flags,
 //! environment and the config file.
 
 use std::collections::BTreeSet;
@@ -9,10 +9,10 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use grasp_sync_io::store::lmdb::LmdbStore;
-use grasp_sync_tests::relays::client::free_port;
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::LocalRelayHarness;
-use grasp_sync_tests::signed::Dataset;
+use grasp_sync_testkit::relays::client::free_port;
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::LocalRelayHarness;
+use grasp_sync_sim::signed::Dataset;
 use nostr::event::EventId;
 use nostr::filter::Filter;
 use predicates::prelude::*;

@@ -1,11 +1,11 @@
 //! Replays every committed fuzz seed (`fuzz/corpus/<target>/`) and every
 //! kept crash (`fuzz/regressions/<target>/`) through the fuzz harnesses of
-//! `grasp_sync_tests::fuzzing`, so what the fuzzers once found stays fixed
+//! `grasp_sync_sim::fuzzing`, so what the fuzzers once found stays fixed
 //! under a plain `cargo test`.
 
 use std::path::{Path, PathBuf};
 
-use grasp_sync_tests::fuzzing::{announcement, engine_inputs, relay_message};
+use grasp_sync_sim::fuzzing::{announcement, engine_inputs, relay_message};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -138,8 +138,8 @@ fn relay_message_reaches_every_outcome() {
 #[test]
 #[ignore = "writes seed files"]
 fn write_relay_message_seeds() {
-    use grasp_sync_tests::fixtures::coord;
-    use grasp_sync_tests::signed::{forge_signature, signer};
+    use grasp_sync_sim::fixtures::coord;
+    use grasp_sync_sim::signed::{forge_signature, signer};
     use nostr::message::{RelayMessage, SubscriptionId};
 
     let subs = relay_message::open_subscriptions();
@@ -147,7 +147,7 @@ fn write_relay_message_seeds() {
     let keys = signer().keys(6, 1);
     let issue = signer().sign(
         &keys,
-        grasp_sync_tests::fixtures::T0 - 60,
+        grasp_sync_sim::fixtures::T0 - 60,
         1621,
         vec![vec!["a".into(), repo.to_string()]],
         "an issue",

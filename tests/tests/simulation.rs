@@ -3,8 +3,8 @@
 //! invariants of the behaviour contract.
 
 use grasp_sync_core::Time;
-use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
-use grasp_sync_tests::sim::World;
+use grasp_sync_sim::scenario::{assert_converged, generate, run, Params};
+use grasp_sync_sim::sim::World;
 use proptest::prelude::*;
 
 #[test]
@@ -87,8 +87,8 @@ proptest! {
 /// see): everything arrives, nothing loops.
 #[test]
 fn deep_history_behind_a_page_cap() {
-    use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, comment, coord, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://capped.example");
     w.add_relay(FakeRelay::new(
@@ -131,8 +131,8 @@ fn deep_history_behind_a_page_cap() {
 /// with a doubled limit and all 700 arrive.
 #[test]
 fn one_second_burst_larger_than_a_page() {
-    use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, comment, coord, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://bursty.example");
     w.add_relay(FakeRelay::new(relay.clone(), Profile::default()));
@@ -182,8 +182,8 @@ fn determinism_survives_restarts() {
 /// skip the issues in between (found against rust-nostr's LocalRelay).
 #[test]
 fn an_old_match_of_another_filter_does_not_skip_a_page() {
-    use grasp_sync_tests::fixtures::{self, announcement, coord, event, pubkey, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, coord, event, pubkey, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://overlap.example");
     w.add_relay(FakeRelay::new(relay.clone(), Profile::default()));
