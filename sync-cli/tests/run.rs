@@ -256,6 +256,7 @@ async fn run_once_with_silent_relay_reports_given_up() {
 }
 
 /// The demo syncs everything and exits 0.
+#[cfg(feature = "demo")]
 #[test]
 fn demo_syncs_everything() {
     bin()
@@ -266,6 +267,7 @@ fn demo_syncs_everything() {
         .stdout(predicate::str::contains("stored: 0."));
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_wants_an_empty_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
