@@ -27,9 +27,9 @@ use clap::Args;
 use grasp_sync_core::{Config, ServiceId};
 use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_io::{IoConfig, Runner};
+use grasp_sync_sim::signed::{Bulk, Dataset};
 use grasp_sync_testkit::relays::hostile::HostileRelay;
 use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
-use grasp_sync_sim::signed::{Bulk, Dataset};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 

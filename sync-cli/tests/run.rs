@@ -9,10 +9,10 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use grasp_sync_io::store::lmdb::LmdbStore;
+use grasp_sync_sim::signed::Dataset;
 use grasp_sync_testkit::relays::client::free_port;
 use grasp_sync_testkit::relays::hostile::HostileRelay;
 use grasp_sync_testkit::relays::local::LocalRelayHarness;
-use grasp_sync_sim::signed::Dataset;
 use nostr::event::EventId;
 use nostr::filter::Filter;
 use predicates::prelude::*;

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use grasp_sync_sim::signed::{Bulk, Dataset};
 use grasp_sync_testkit::relays::hostile::HostileRelay;
 use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
 use grasp_sync_testkit::relays::python::PythonRelay;
-use grasp_sync_sim::signed::{Bulk, Dataset};
 use grasp_sync_testkit::sync::SyncUnderTest;
 
 const SERVICE: &str = "git.example.com";

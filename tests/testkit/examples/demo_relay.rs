@@ -7,8 +7,8 @@
 //! cargo run -p grasp-sync-testkit --example demo_relay
 //! ```
 
-use grasp_sync_testkit::relays::local::LocalRelayHarness;
 use grasp_sync_sim::signed::Dataset;
+use grasp_sync_testkit::relays::local::LocalRelayHarness;
 
 #[tokio::main]
 async fn main() {
