@@ -1,26 +1,28 @@
 //! The `relay_message` harness: bytes as relay text frames (one per line)
-//! through the steps of sync-io's event pipeline that need no socket, in the
-//! runner's order: [`Incoming::parse`] → [`Engine::check_event`] on an engine
-//! holding open subscriptions on the relay → [`SeenIds`] → id and signature
-//! verification → acceptance → store, with verified events leaving through
-//! an [`Inbox`] in arrival order although verification finishes in reverse.
+//! through sync-io's own event path, the [`Intake`] the runner drives: each
+//! line is parsed as the connection task parses it ([`Incoming::parse`])
+//! and handed to the intake; the harness plays the rest of the host with no
+//! sockets: the verifier threads (finishing in reverse order, so the reorder
+//! buffer is exercised), an in-memory store, and the engine, whose commands
+//! it carries out as far as the intake's bookkeeping goes (subscriptions,
+//! reconciliations, and an AUTH event with the fixed id [`AUTH_EVENT_ID`];
+//! the connection itself stays up whatever the engine asks).
 //!
 //! Checks: nothing panics; a parsed event survives a JSON round trip; an
-//! event that verifies has the id its content hashes to; a seen-cache hit
-//! happens only for a matching id; every frame lands in exactly one counter,
-//! and the engine counts what the pipeline reports (invalid events are
-//! counted, never dropped silently).
+//! event that verifies has the id its content hashes to; the store is never
+//! said to have an event it lacks; every frame lands in exactly one place
+//! of the intake's tally, and the engine counts what the intake reports
+//! (invalid events are counted, never dropped silently).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use grasp_sync_core::relay::RelayStats;
-use grasp_sync_core::{
-    is_catalog_kind, Command, Config, Engine, EventCheck, Input, RelayUrl, ServiceId, StoreOutcome,
-    Time,
-};
-use grasp_sync_io::connection::Incoming;
-use grasp_sync_io::pipeline::{Inbox, SeenIds};
+use grasp_sync_core::{Command, Config, Engine, Input, RelayUrl, ServiceId, StoreOutcome, Time};
+use grasp_sync_io::connection::{ConnId, Incoming};
+use grasp_sync_io::intake::{FrameTally, Intake, Step};
+use grasp_sync_io::metrics::IoCounters;
+use grasp_sync_io::pipeline::VerifyDone;
 use nostr::event::{Event, EventId};
 use nostr::message::SubscriptionId;
 
@@ -34,43 +36,22 @@ pub const REPO_AUTHOR: u32 = 1;
 /// Its identifier.
 pub const REPO_D: &str = "repo-0";
 
-/// Where each frame ended up.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Events verified and taken in (stored, duplicate or refused by acceptance).
-    pub valid: u64,
-    /// Events answered from the seen-ids cache.
-    pub known: u64,
-    /// Events for no open subscription, or matching none of its filters.
-    pub unwanted: u64,
-    /// Events that failed verification, or EVENT frames that did not parse.
-    pub invalid: u64,
-    /// EOSE, CLOSED, NOTICE, AUTH and OK.
-    pub control: u64,
-    /// Frames that are not relay messages.
-    pub malformed: u64,
-    /// Frames over the size cap.
-    pub oversized: u64,
-}
+/// The id of the AUTH event the harness "sends" when the engine answers a
+/// challenge: an `OK` for this id is the relay's answer, any other `OK` is
+/// not.
+pub const AUTH_EVENT_ID: [u8; 32] = [0xa5; 32];
 
-impl Counts {
-    fn total(&self) -> u64 {
-        self.valid
-            + self.known
-            + self.unwanted
-            + self.invalid
-            + self.control
-            + self.malformed
-            + self.oversized
-    }
-}
+/// The harness's one connection attempt.
+const CONN: ConnId = 1;
 
 /// A connected engine with open subscriptions on [`RELAY`], built once.
 fn template() -> &'static (Engine, Vec<SubscriptionId>) {
     static TEMPLATE: OnceLock<(Engine, Vec<SubscriptionId>)> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let relay = RelayUrl::parse(RELAY).expect("the relay parses");
-        let config = Config::new(ServiceId::parse(SERVICE).expect("the service parses"));
+        let mut config = Config::new(ServiceId::parse(SERVICE).expect("the service parses"));
+        // A key is configured: challenges are answered (with AUTH_EVENT_ID).
+        config.auth_enabled = true;
         let mut engine = Engine::new(config);
         let now = Time::from_secs(T0);
         let ann = fixtures::announcement(REPO_AUTHOR, REPO_D, T0 - 3600, &[RELAY], true);
@@ -97,32 +78,18 @@ pub fn open_subscriptions() -> Vec<SubscriptionId> {
     template().1.clone()
 }
 
-/// An item leaving the reorder buffer.
-enum Item {
-    Event(SubscriptionId, Box<Event>, Verdict),
-    Message(Incoming),
-}
-
-enum Verdict {
-    Unwanted,
-    Known(StoreOutcome),
-    Valid,
-    Invalid,
-}
-
-/// The pipeline state for one fuzz case.
+/// The event path of one fuzz case: the runner's intake, played by a
+/// host without sockets.
 pub struct Pipeline {
     engine: Engine,
     relay: RelayUrl,
-    seen: SeenIds,
-    inbox: Inbox<Item>,
-    /// Events waiting for "verification", with their place in the inbox.
-    verifying: Vec<(u64, SubscriptionId, Box<Event>)>,
+    intake: Intake<()>,
+    io: IoCounters,
     /// Our store.
     store: BTreeMap<EventId, Event>,
     now: Time,
-    /// Where frames ended up.
-    pub counts: Counts,
+    /// Where frames ended up (the intake's tally, as of the last flush).
+    pub counts: FrameTally,
     frames: u64,
 }
 
@@ -133,17 +100,24 @@ impl Default for Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline around a fresh copy of the template engine.
+    /// A pipeline around a fresh copy of the template engine, connected to
+    /// [`RELAY`] with the template's subscriptions open.
     pub fn new() -> Self {
+        let (engine, subs) = template();
+        let relay = RelayUrl::parse(RELAY).expect("the relay parses");
+        let mut intake = Intake::new(64);
+        intake.connect(relay.clone(), CONN);
+        for sub in subs {
+            intake.on_subscribed(&relay, sub.clone());
+        }
         Pipeline {
-            engine: template().0.clone(),
-            relay: RelayUrl::parse(RELAY).expect("the relay parses"),
-            seen: SeenIds::new(64),
-            inbox: Inbox::default(),
-            verifying: Vec::new(),
+            engine: engine.clone(),
+            relay,
+            intake,
+            io: IoCounters::default(),
             store: BTreeMap::new(),
             now: Time::from_secs(T0 + 5),
-            counts: Counts::default(),
+            counts: FrameTally::default(),
             frames: 0,
         }
     }
@@ -151,59 +125,49 @@ impl Pipeline {
     /// One text frame, as the connection's reader hands it over.
     pub fn frame(&mut self, text: &str) {
         self.frames += 1;
-        match Incoming::parse(text) {
-            Incoming::Event {
-                subscription,
-                event,
-            } => {
-                let json = serde_json::to_string(&*event).expect("events serialise");
-                let again: Event = serde_json::from_str(&json).expect("an event reads back");
-                assert_eq!(again, *event, "an event survives a JSON round trip");
-                let verdict = match self.engine.check_event(&self.relay, &subscription, &event) {
-                    EventCheck::Accepted(_) => match self.seen.get(&event.id) {
-                        Some(outcome) if event.verify_id() => Some(Verdict::Known(outcome)),
-                        _ => None,
-                    },
-                    EventCheck::Unrequested | EventCheck::Unmatched => Some(Verdict::Unwanted),
-                };
-                match verdict {
-                    Some(v) => self.inbox.push_ready(Item::Event(subscription, event, v)),
-                    None => {
-                        let seq = self.inbox.reserve();
-                        self.verifying.push((seq, subscription, event));
-                    }
-                }
-            }
-            other => self.inbox.push_ready(Item::Message(other)),
+        let incoming = Incoming::parse(text);
+        if let Incoming::Event { event, .. } = &incoming {
+            let json = serde_json::to_string(&**event).expect("events serialise");
+            let again: Event = serde_json::from_str(&json).expect("an event reads back");
+            assert_eq!(again, **event, "an event survives a JSON round trip");
         }
+        self.intake
+            .on_frame(&self.engine, &mut self.io, CONN, incoming, text.len(), ());
+        self.pump();
     }
 
-    /// Verifies what waits (last first, as threads may finish) and hands
-    /// everything ready to the engine in arrival order.
+    /// Verifies what waits (the last job first and each job's events last
+    /// first, as threads may finish) and hands everything ready on.
     pub fn flush(&mut self) {
-        while let Some((seq, sub, event)) = self.verifying.pop() {
-            let valid = event.verify().is_ok();
-            if valid {
-                let id = EventId::compute(
-                    &event.pubkey,
-                    &event.created_at,
-                    &event.kind,
-                    &event.tags,
-                    &event.content,
-                );
-                assert_eq!(id, event.id, "a verified event has the id it hashes to");
-            }
-            let v = if valid {
-                Verdict::Valid
-            } else {
-                Verdict::Invalid
-            };
-            self.inbox.fill(seq, Item::Event(sub, event, v));
+        let mut jobs = self.intake.take_verify_jobs();
+        while let Some(job) = jobs.pop() {
+            let results = job
+                .events
+                .into_iter()
+                .rev()
+                .map(|(seq, event)| {
+                    let valid = event.verify().is_ok();
+                    if valid {
+                        let id = EventId::compute(
+                            &event.pubkey,
+                            &event.created_at,
+                            &event.kind,
+                            &event.tags,
+                            &event.content,
+                        );
+                        assert_eq!(id, event.id, "a verified event has the id it hashes to");
+                    }
+                    (seq, event, valid)
+                })
+                .collect();
+            self.intake.on_verified(VerifyDone {
+                key: job.key,
+                results,
+            });
+            self.pump();
         }
-        while let Some(item) = self.inbox.pop_ready() {
-            self.process(item);
-        }
-        assert!(self.inbox.is_empty(), "every frame left the reorder buffer");
+        assert_eq!(self.intake.verify_queue(), 0, "every event was verified");
+        self.counts = self.intake.tally().clone();
         assert_eq!(
             self.counts.total(),
             self.frames,
@@ -211,136 +175,67 @@ impl Pipeline {
         );
     }
 
-    fn input(&mut self, input: Input<'_>) {
-        self.engine.handle_input(self.now, input);
-        while self.engine.poll_command().is_some() {}
+    /// Carries out the intake's steps, as the runner's driver does.
+    fn pump(&mut self) {
+        while let Some(step) = self.intake.poll(&self.engine, &mut self.io) {
+            let save = match step {
+                Step::Input(input) => {
+                    if let Input::EventStored {
+                        id,
+                        outcome: StoreOutcome::Duplicate,
+                        ..
+                    } = &input
+                    {
+                        assert!(
+                            self.store.contains_key(id),
+                            "a duplicate of an event the store lacks"
+                        );
+                    }
+                    self.engine.handle_input(self.now, input);
+                    None
+                }
+                Step::Save(save) => Some(save),
+            };
+            if let Some(save) = save {
+                let outcome = match self.store.insert(save.event.id, (*save.event).clone()) {
+                    Some(_) => StoreOutcome::Duplicate,
+                    None => StoreOutcome::Stored,
+                };
+                self.intake
+                    .on_stored(save.ticket, Ok(outcome), &mut self.io);
+            }
+            self.run_commands();
+        }
     }
 
-    fn process(&mut self, item: Item) {
-        let relay = self.relay.clone();
-        match item {
-            Item::Event(sub, event, verdict) => {
-                let received = Input::EventReceived {
-                    relay: &relay,
-                    subscription: &sub,
-                    event: &event,
-                };
-                match verdict {
-                    Verdict::Unwanted => {
-                        self.counts.unwanted += 1;
-                        self.input(received);
-                    }
-                    Verdict::Invalid => {
-                        self.counts.invalid += 1;
-                        self.input(Input::EventInvalid { relay: &relay });
-                    }
-                    Verdict::Known(outcome) => {
-                        self.counts.known += 1;
-                        assert!(
-                            self.store.contains_key(&event.id)
-                                || outcome != StoreOutcome::Duplicate
-                        );
-                        self.input(received);
-                        self.input(Input::EventStored {
-                            relay: &relay,
-                            id: event.id,
-                            created_at: event.created_at.as_secs(),
-                            outcome,
-                        });
-                    }
-                    Verdict::Valid => {
-                        self.counts.valid += 1;
-                        self.input(received);
-                        let outcome = if !self.engine.check_acceptance(&event).is_accept() {
-                            StoreOutcome::Rejected
-                        } else if self.store.insert(event.id, (*event).clone()).is_some() {
-                            StoreOutcome::Duplicate
-                        } else {
-                            StoreOutcome::Stored
-                        };
-                        self.seen.insert(event.id, outcome);
-                        self.input(Input::EventStored {
-                            relay: &relay,
-                            id: event.id,
-                            created_at: event.created_at.as_secs(),
-                            outcome,
-                        });
-                        if outcome == StoreOutcome::Stored && is_catalog_kind(event.kind.as_u16()) {
-                            self.input(Input::CatalogEvent(&event));
-                        }
-                    }
-                }
+    /// What the runner records of the engine's commands; the rest would be
+    /// network I/O.
+    fn run_commands(&mut self) {
+        while let Some(command) = self.engine.poll_command() {
+            match command {
+                Command::Subscribe {
+                    relay,
+                    subscription,
+                    ..
+                } => self.intake.on_subscribed(&relay, subscription),
+                Command::Unsubscribe {
+                    relay,
+                    subscription,
+                } => self.intake.on_unsubscribed(&relay, &subscription),
+                Command::NegOpen {
+                    relay,
+                    subscription,
+                    ..
+                } => self.intake.on_neg_opened(&relay, subscription),
+                Command::NegClose {
+                    relay,
+                    subscription,
+                } => self.intake.on_neg_closed(&relay, &subscription),
+                Command::Authenticate { relay, .. } => self
+                    .intake
+                    .on_auth_sent(&relay, EventId::from_byte_array(AUTH_EVENT_ID)),
+                _ => {}
             }
-            Item::Message(message) => match message {
-                Incoming::Event { .. } => unreachable!("events are handled before the inbox"),
-                Incoming::Eose(subscription) => {
-                    self.counts.control += 1;
-                    self.input(Input::Eose {
-                        relay: &relay,
-                        subscription: &subscription,
-                    });
-                }
-                Incoming::Closed {
-                    subscription,
-                    message,
-                } => {
-                    self.counts.control += 1;
-                    self.input(Input::Closed {
-                        relay: &relay,
-                        subscription: &subscription,
-                        message: &message,
-                    });
-                }
-                Incoming::Notice(message) => {
-                    self.counts.control += 1;
-                    self.input(Input::Notice {
-                        relay: &relay,
-                        message: &message,
-                    });
-                }
-                Incoming::Auth(challenge) => {
-                    self.counts.control += 1;
-                    self.input(Input::AuthChallenge {
-                        relay: &relay,
-                        challenge: &challenge,
-                    });
-                }
-                Incoming::Ok { accepted, .. } => {
-                    self.counts.control += 1;
-                    self.input(Input::AuthResult {
-                        relay: &relay,
-                        accepted,
-                    });
-                }
-                Incoming::NegMsg {
-                    subscription,
-                    message,
-                } => {
-                    self.counts.control += 1;
-                    self.input(Input::NegMsg {
-                        relay: &relay,
-                        subscription: &subscription,
-                        message: &message,
-                    });
-                }
-                Incoming::NegErr {
-                    subscription,
-                    message,
-                } => {
-                    self.counts.control += 1;
-                    self.input(Input::NegErr {
-                        relay: &relay,
-                        subscription: &subscription,
-                        message: &message,
-                    });
-                }
-                Incoming::InvalidEvent(_) => {
-                    self.counts.invalid += 1;
-                    self.input(Input::EventInvalid { relay: &relay });
-                }
-                Incoming::Malformed(_) => self.counts.malformed += 1,
-                Incoming::Oversized => self.counts.oversized += 1,
-            },
         }
     }
 
@@ -384,7 +279,7 @@ pub fn run(data: &[u8]) {
     let judged = |s: &RelayStats| s.events_received + s.events_unrequested + s.events_unmatched;
     assert_eq!(
         judged(&after) - judged(&before),
-        c.valid + c.known + c.unwanted,
+        c.verified + c.known + c.unwanted,
         "the engine judges every event taken in"
     );
 }
