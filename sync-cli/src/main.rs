@@ -40,7 +40,9 @@ use crate::error::CliError;
 ///
 /// A GRASP relay (the service) keeps itself up to date with every event about
 /// the NIP-34 repositories it hosts by subscribing to the remote relays those
-/// repositories list. Start with `grasp-sync demo`.
+/// repositories list.
+// Only builds with the demo can point at it.
+#[cfg_attr(feature = "demo", doc = "Start with `grasp-sync demo`.")]
 #[derive(Debug, Parser)]
 #[command(name = "grasp-sync", version, propagate_version = true)]
 struct Cli {
