@@ -24,7 +24,9 @@
 //! sample per reason. Metrics "when present" have no sample while the value
 //! is unknown. Totals are sums over the relays currently known; a relay the
 //! engine forgets takes its engine counters with it (the I/O counters of a
-//! forgotten relay stay in the totals, see [`IoCounters::forget`]).
+//! forgotten relay stay in the totals, see [`IoCounters::forget`]; the
+//! runner moves them there on its housekeeping tick, every snapshot
+//! interval, not on every scrape).
 //!
 //! # Metrics
 //!
