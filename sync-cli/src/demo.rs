@@ -2,7 +2,8 @@
 //! setup.
 //!
 //! Starts four relays in this process on 127.0.0.1 (the same harnesses the
-//! integration tests use, from `grasp-sync-tests`): two rust-nostr
+//! integration tests use, from `grasp-sync-testkit`, seeded with datasets of
+//! `grasp-sync-sim`): two rust-nostr
 //! LocalRelays, a third one that silently caps every page far below the
 //! data it holds, and a scripted relay that answers its first REQs with
 //! `CLOSED rate-limited:`. It seeds them with generated, really signed
@@ -12,6 +13,9 @@
 //! everything. Then it runs the real runner into the embedded database in a
 //! temporary directory, shows progress, and checks the database against
 //! what each relay holds.
+//!
+//! Built only with the `demo` cargo feature (on by default); a packager's
+//! build (`--no-default-features`) links none of this test support.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,11 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use grasp_sync_core::{Config, ServiceId};
 use grasp_sync_io::store::lmdb::LmdbStore;
-use grasp_sync_io::Runner;
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::{LocalOptions, LocalRelayHarness};
-use grasp_sync_tests::signed::{Bulk, Dataset};
+use grasp_sync_io::{IoConfig, Runner};
+use grasp_sync_sim::signed::{Bulk, Dataset};
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 
@@ -39,6 +44,52 @@ const SERVICE: &str = "git.demo.example";
 const PAGE_CAP: usize = 25;
 /// REQs the rate-limited relay refuses before it answers.
 const RATE_LIMITED_REQS: usize = 2;
+
+/// The demo's engine timings: short, so that backoffs and cool-downs take
+/// seconds and the whole demo finishes in a few. The demo's own values
+/// (they started as the integration tests' `test_config`), so the tests can
+/// change theirs without moving the numbers the README shows.
+#[derive(Clone, Copy, Debug)]
+struct DemoTimings {
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    batch_delay: Duration,
+    rate_limit_cooldown: Duration,
+    rate_limit_cooldown_max: Duration,
+    historic_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl DemoTimings {
+    const FAST: DemoTimings = DemoTimings {
+        backoff_initial: Duration::from_millis(300),
+        backoff_max: Duration::from_secs(2),
+        batch_delay: Duration::from_millis(50),
+        rate_limit_cooldown: Duration::from_secs(2),
+        rate_limit_cooldown_max: Duration::from_secs(4),
+        historic_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(3),
+    };
+
+    /// The runner's configuration for `service`: these timings, and private
+    /// addresses allowed (the demo's relays are on 127.0.0.1).
+    fn config(&self, service: &str) -> Result<IoConfig, CliError> {
+        let service = ServiceId::parse(service)
+            .map_err(|e| CliError::Setup(format!("the demo service {service:?}: {e}")))?;
+        let mut engine = Config::new(service);
+        engine.allow_private = true;
+        let t = &mut engine.timing;
+        t.backoff_initial = self.backoff_initial;
+        t.backoff_max = self.backoff_max;
+        t.batch_delay = self.batch_delay;
+        t.rate_limit_cooldown = self.rate_limit_cooldown;
+        t.rate_limit_cooldown_max = self.rate_limit_cooldown_max;
+        t.historic_timeout = self.historic_timeout;
+        let mut io = IoConfig::new(engine);
+        io.net.connect_timeout = self.connect_timeout;
+        Ok(io)
+    }
+}
 
 /// Arguments of `grasp-sync demo`.
 #[derive(Clone, Debug, Args)]
@@ -203,7 +254,7 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
     }
     let seeded: BTreeSet<EventId> = hosted.iter().map(|e| e.id).collect();
 
-    let mut config = grasp_sync_tests::sync::test_config(SERVICE);
+    let mut config = DemoTimings::FAST.config(SERVICE)?;
     config.state_file = Some(dir.join(settings::STATE_FILE));
     let t = &config.engine.timing;
     println!(

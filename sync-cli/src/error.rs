@@ -87,6 +87,7 @@ pub enum CliError {
         source: io::Error,
     },
     /// `demo --data-dir` names a directory that already holds something.
+    #[cfg(feature = "demo")]
     #[error("--data-dir {}: not empty; the demo needs a new or empty directory", .0.display())]
     DemoDirNotEmpty(PathBuf),
     /// There is no saved state to show.
@@ -136,10 +137,11 @@ impl CliError {
             | CliError::ConfigFile { .. }
             | CliError::LogFilter { .. }
             | CliError::AuthKey { .. }
-            | CliError::DemoDirNotEmpty(_)
             | CliError::NoState { .. }
             | CliError::State(_)
             | CliError::BadStateFile { .. } => EXIT_USAGE,
+            #[cfg(feature = "demo")]
+            CliError::DemoDirNotEmpty(_) => EXIT_USAGE,
             CliError::DataDir { .. }
             | CliError::Store(_)
             | CliError::Runner(_)

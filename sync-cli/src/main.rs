@@ -10,13 +10,15 @@
 //!   flags, environment and a TOML file: [`settings`]; progress and the
 //!   `--once` rule: [`progress`]);
 //! - `status` ([`status`]): the saved per-relay state of a data directory;
-//! - `demo` ([`demo`]): the whole sync against in-process relays.
+//! - `demo` (module `demo`, built with the default `demo` feature): the
+//!   whole sync against in-process relays.
 //!
 //! Exit codes: `0` success, `1` internal failure, `2` bad arguments,
 //! configuration or input, `3` a sync that did not complete (see [`error`]).
 #![forbid(unsafe_code)]
 
 mod args;
+#[cfg(feature = "demo")]
 mod demo;
 mod error;
 mod input;
@@ -38,7 +40,9 @@ use crate::error::CliError;
 ///
 /// A GRASP relay (the service) keeps itself up to date with every event about
 /// the NIP-34 repositories it hosts by subscribing to the remote relays those
-/// repositories list. Start with `grasp-sync demo`.
+/// repositories list.
+// Only builds with the demo can point at it.
+#[cfg_attr(feature = "demo", doc = "Start with `grasp-sync demo`.")]
 #[derive(Debug, Parser)]
 #[command(name = "grasp-sync", version, propagate_version = true)]
 struct Cli {
@@ -78,6 +82,7 @@ enum Command {
     ///
     /// Exits 0 only if every expected event was synced and nothing
     /// unrelated was stored. Needs no network and no setup.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }
 
@@ -119,6 +124,7 @@ fn dispatch(cli: &Cli, matches: &clap::ArgMatches) -> Result<ExitCode, CliError>
             init_logging(cli.log.as_deref().or(from_file), "info,nostr_lmdb=warn")?;
             run::run(args, settings)
         }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             init_logging(cli.log.as_deref(), "warn,grasp_sync=info")?;
             demo::run(args)

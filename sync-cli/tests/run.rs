@@ -1,6 +1,6 @@
 //! End-to-end tests of `grasp-sync run`, `status` and `demo` through the
 //! built binary, against in-process relays on 127.0.0.1 (the harnesses of
-//! `grasp-sync-tests`), and of how settings are merged from flags,
+//! `grasp-sync-testkit`), and of how settings are merged from flags,
 //! environment and the config file.
 
 use std::collections::BTreeSet;
@@ -9,10 +9,10 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use grasp_sync_io::store::lmdb::LmdbStore;
-use grasp_sync_tests::relays::client::free_port;
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::LocalRelayHarness;
-use grasp_sync_tests::signed::Dataset;
+use grasp_sync_sim::signed::Dataset;
+use grasp_sync_testkit::relays::client::free_port;
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::LocalRelayHarness;
 use nostr::event::EventId;
 use nostr::filter::Filter;
 use predicates::prelude::*;
@@ -256,6 +256,7 @@ async fn run_once_with_silent_relay_reports_given_up() {
 }
 
 /// The demo syncs everything and exits 0.
+#[cfg(feature = "demo")]
 #[test]
 fn demo_syncs_everything() {
     bin()
@@ -266,6 +267,7 @@ fn demo_syncs_everything() {
         .stdout(predicate::str::contains("stored: 0."));
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_wants_an_empty_data_dir() {
     let tmp = tempfile::tempdir().unwrap();

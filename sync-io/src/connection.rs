@@ -36,11 +36,10 @@ use crate::net;
 /// an earlier attempt are recognised and dropped.
 pub type ConnId = u64;
 
-/// What a connection reports to the driver.
+/// What a connection reports to the driver (the attempt's id names the
+/// relay: the driver keeps which attempt is whose).
 #[derive(Debug)]
 pub struct FromConn {
-    /// The relay.
-    pub relay: RelayUrl,
     /// The attempt.
     pub conn: ConnId,
     /// What happened.
@@ -254,11 +253,7 @@ async fn run(
     mut outgoing: mpsc::Receiver<Outgoing>,
     to_driver: mpsc::Sender<FromConn>,
 ) {
-    let report = |kind| FromConn {
-        relay: relay.clone(),
-        conn: id,
-        kind,
-    };
+    let report = |kind| FromConn { conn: id, kind };
     let socket = match net::connect(&relay, &net).await {
         Ok(s) => s,
         Err(e) => {
@@ -279,7 +274,6 @@ async fn run(
     // Reader: one permit per message, so a relay we cannot keep up with is
     // no longer read (TCP backpressure on it alone).
     let reader_to_driver = to_driver.clone();
-    let reader_relay = relay.clone();
     let idle = net.idle_timeout;
     let reader = async move {
         loop {
@@ -295,7 +289,6 @@ async fn run(
                     max_size: max,
                 })))) => {
                     let msg = FromConn {
-                        relay: reader_relay.clone(),
                         conn: id,
                         kind: ConnReport::Message(Incoming::Oversized, 0, permit),
                     };
@@ -313,7 +306,6 @@ async fn run(
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             let msg = FromConn {
-                relay: reader_relay.clone(),
                 conn: id,
                 kind: ConnReport::Message(incoming, bytes, permit),
             };

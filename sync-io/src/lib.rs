@@ -11,17 +11,23 @@
 //! - [`nip11`]: the relay information document over HTTP;
 //! - [`connection`]: one task per relay connection (framing, keepalive,
 //!   per-relay backpressure);
-//! - [`pipeline`]: the incoming `EVENT` path (seen-id cache, verifier pool);
+//! - [`intake`]: the event path as a sans-IO state machine (reordering,
+//!   verification jobs, seen ids, acceptance, store outcomes, the
+//!   bookkeeping of what is open on each connection), driven by the runner
+//!   and by the `relay_message` fuzz harness alike;
+//! - [`pipeline`]: the intake's pieces (seen-id cache, reorder buffer,
+//!   verification jobs) and the verifier thread pool;
 //! - [`store`]: the [`EventStore`] trait, the embedded LMDB store and the
 //!   local-relay sink;
 //! - [`persist`]: atomic snapshot files;
 //! - [`metrics`]: the Prometheus endpoint;
-//! - [`runner`]: the driver loop that ties them together.
+//! - [`runner`]: the driver loop that ties them together (I/O only).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod connection;
+pub mod intake;
 pub mod metrics;
 pub mod net;
 pub mod nip11;

@@ -1,8 +1,9 @@
-//! The incoming `EVENT` path, apart from the engine: a bounded cache of
-//! event ids already verified (so repeats skip signature checks), a pool of
-//! verification threads, and a per-connection reorder buffer that hands
-//! messages to the engine in the order the relay sent them even though
-//! their signatures are checked in parallel.
+//! The pieces of the incoming `EVENT` path that the [`Intake`](crate::intake::Intake)
+//! is built from: a bounded cache of event ids already verified (so repeats
+//! skip signature checks), a per-connection reorder buffer that hands
+//! messages on in the order the relay sent them even though their
+//! signatures are checked in parallel, and the verification jobs; plus the
+//! one piece that is I/O, the pool of verification threads.
 //!
 //! Order matters: the engine counts a historic page's events when they are
 //! handed over and judges the page at its `EOSE`, so an `EOSE` must never
@@ -99,8 +100,12 @@ pub struct VerifierPool<K> {
 
 impl<K: Send + 'static> VerifierPool<K> {
     /// Starts `threads` verifiers (0: one per available core) that send
-    /// their verdicts to `done`.
-    pub fn start(threads: usize, done: mpsc::UnboundedSender<VerifyDone<K>>) -> Self {
+    /// their verdicts to `done` (as whatever the receiver's message type is,
+    /// so a host can share one completion channel).
+    pub fn start<T>(threads: usize, done: mpsc::UnboundedSender<T>) -> Self
+    where
+        T: From<VerifyDone<K>> + Send + 'static,
+    {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -129,13 +134,11 @@ impl<K: Send + 'static> VerifierPool<K> {
                                 (seq, event, ok)
                             })
                             .collect();
-                        if done
-                            .send(VerifyDone {
-                                key: job.key,
-                                results,
-                            })
-                            .is_err()
-                        {
+                        let verdicts = VerifyDone {
+                            key: job.key,
+                            results,
+                        };
+                        if done.send(T::from(verdicts)).is_err() {
                             return;
                         }
                     })
@@ -297,7 +300,7 @@ mod tests {
         let mut forged_json: serde_json::Value = serde_json::from_str(&good.as_json()).unwrap();
         forged_json["content"] = "changed".into();
         let forged = Event::from_json(forged_json.to_string()).unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::unbounded_channel::<VerifyDone<u32>>();
         let pool = VerifierPool::start(2, tx);
         assert_eq!(pool.threads(), 2);
         pool.submit(VerifyJob {

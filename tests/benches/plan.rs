@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use grasp_sync_core::{Command, Engine, Input, RelayUrl, SubscriptionMode, Time};
-use grasp_sync_tests::fixtures::{announcement, config, T0};
+use grasp_sync_sim::fixtures::{announcement, config, T0};
 use nostr::event::Event;
 use nostr::message::SubscriptionId;
 

@@ -1,4 +1,4 @@
-//! The long-run soak: the simulated world (`grasp_sync_tests::sim`) with 500
+//! The long-run soak: the simulated world (`grasp_sync_sim::sim`) with 500
 //! relays and 20,000 repos under random faults for 24 virtual hours.
 //!
 //! Faults: harsh relay profiles (small subscription caps refused by CLOSED,
@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use grasp_sync_core::RepoCoord;
-use grasp_sync_tests::fixtures;
-use grasp_sync_tests::fuzzing::oracle::BudgetOracle;
-use grasp_sync_tests::scenario::{generate, relay_url, Params, Rand};
-use grasp_sync_tests::sim::{Fault, World};
+use grasp_sync_sim::fixtures;
+use grasp_sync_sim::fuzzing::oracle::BudgetOracle;
+use grasp_sync_sim::scenario::{generate, relay_url, Params, Rand};
+use grasp_sync_sim::sim::{Fault, World};
 use nostr::event::EventId;
 
 /// The system allocator, counting live bytes.

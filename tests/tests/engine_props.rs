@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use grasp_sync_core::{Command, Engine, Input, RelayInfo, RelayUrl, StoreOutcome, Time};
-use grasp_sync_tests::fixtures::{self, announcement, coord, deletion, root, T0};
+use grasp_sync_sim::fixtures::{self, announcement, coord, deletion, root, T0};
 use nostr::event::Event;
 use nostr::message::SubscriptionId;
 use proptest::prelude::*;

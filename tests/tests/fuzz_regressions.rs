@@ -1,11 +1,11 @@
 //! Replays every committed fuzz seed (`fuzz/corpus/<target>/`) and every
 //! kept crash (`fuzz/regressions/<target>/`) through the fuzz harnesses of
-//! `grasp_sync_tests::fuzzing`, so what the fuzzers once found stays fixed
+//! `grasp_sync_sim::fuzzing`, so what the fuzzers once found stays fixed
 //! under a plain `cargo test`.
 
 use std::path::{Path, PathBuf};
 
-use grasp_sync_tests::fuzzing::{announcement, engine_inputs, relay_message};
+use grasp_sync_sim::fuzzing::{announcement, engine_inputs, relay_message};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -130,6 +130,30 @@ fn relay_message_reaches_every_outcome() {
     assert_eq!(p.counts.malformed, 1);
 }
 
+/// The harness runs the runner's own intake: only the `OK` of our AUTH event
+/// answers the AUTH, any other `OK` is dropped (and counted as such).
+#[test]
+fn relay_message_takes_only_the_ok_of_our_auth() {
+    let ours = hex(&relay_message::AUTH_EVENT_ID);
+    let other = "01".repeat(32);
+    let mut p = relay_message::Pipeline::new();
+    for f in [
+        r#"["AUTH","challenge-1"]"#.to_owned(),
+        format!(r#"["OK","{other}",true,""]"#),
+        format!(r#"["OK","{ours}",true,""]"#),
+        format!(r#"["OK","{ours}",true,""]"#),
+    ] {
+        p.frame(&f);
+    }
+    p.flush();
+    assert_eq!(p.counts.control, 2, "the challenge and our OK");
+    assert_eq!(p.counts.stray_ok, 2, "someone else's OK, and ours again");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes the hand-made seeds of `fuzz/corpus/relay_message/`: signed events
 /// for an open subscription (wanted, a duplicate, a forged signature, a
 /// wrong id), for another subscription and for none, and control frames.
@@ -138,8 +162,8 @@ fn relay_message_reaches_every_outcome() {
 #[test]
 #[ignore = "writes seed files"]
 fn write_relay_message_seeds() {
-    use grasp_sync_tests::fixtures::coord;
-    use grasp_sync_tests::signed::{forge_signature, signer};
+    use grasp_sync_sim::fixtures::coord;
+    use grasp_sync_sim::signed::{forge_signature, signer};
     use nostr::message::{RelayMessage, SubscriptionId};
 
     let subs = relay_message::open_subscriptions();
@@ -147,7 +171,7 @@ fn write_relay_message_seeds() {
     let keys = signer().keys(6, 1);
     let issue = signer().sign(
         &keys,
-        grasp_sync_tests::fixtures::T0 - 60,
+        grasp_sync_sim::fixtures::T0 - 60,
         1621,
         vec![vec!["a".into(), repo.to_string()]],
         "an issue",
@@ -181,6 +205,16 @@ fn write_relay_message_seeds() {
     seeds.push((
         "event-unrequested".into(),
         vec![frame(&SubscriptionId::new("nobody"), &issue)],
+    ));
+    let auth_ok = hex(&relay_message::AUTH_EVENT_ID);
+    seeds.push((
+        "auth-answers".into(),
+        vec![
+            r#"["AUTH","challenge-1"]"#.to_owned(),
+            format!(r#"["OK","{}",true,""]"#, "01".repeat(32)),
+            format!(r#"["OK","{auth_ok}",true,""]"#),
+            format!(r#"["OK","{auth_ok}",false,"auth-required: again"]"#),
+        ],
     ));
     seeds.push((
         "closed-prefixes".into(),

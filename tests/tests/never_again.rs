@@ -34,7 +34,7 @@ use grasp_sync_core::{
     Command, Config, Engine, GiveUpReason, Input, RelayState, RelayUrl, Snapshot, StoreOutcome,
     SubscriptionMode, TargetKey, Time,
 };
-use grasp_sync_tests::fixtures::*;
+use grasp_sync_sim::fixtures::*;
 use nostr::event::Event;
 use nostr::filter::{Filter, MatchEventOptions};
 use nostr::message::SubscriptionId;
@@ -46,7 +46,7 @@ use serde_json::Value;
 /// about paging, subscriptions and refusals (NIP-77 is tested in the core
 /// and in the simulation).
 fn config() -> Config {
-    let mut c = grasp_sync_tests::fixtures::config();
+    let mut c = grasp_sync_sim::fixtures::config();
     c.nip77 = false;
     c
 }

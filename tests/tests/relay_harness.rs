@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use grasp_sync_core::filters::{matches, FilterKind};
 use grasp_sync_core::{Config, Engine, Input, Layer, ServiceId, TargetKey, Time};
-use grasp_sync_tests::relays::client::{self, FetchEnd, Incoming, RelayClient};
-use grasp_sync_tests::relays::hostile::{GARBAGE_FRAMES, RATE_LIMIT_MESSAGE};
-use grasp_sync_tests::relays::{
+use grasp_sync_sim::signed::{forge_signature, Bulk, BulkKind, Dataset, KIND_ISSUE};
+use grasp_sync_testkit::relays::client::{self, FetchEnd, Incoming, RelayClient};
+use grasp_sync_testkit::relays::hostile::{GARBAGE_FRAMES, RATE_LIMIT_MESSAGE};
+use grasp_sync_testkit::relays::{
     wait_for, HostileRelay, LocalOptions, LocalRelayHarness, PythonRelay, TestRelay,
 };
-use grasp_sync_tests::signed::{forge_signature, Bulk, BulkKind, Dataset, KIND_ISSUE};
 use nostr::event::{Event, EventId, Kind};
 use nostr::filter::{Filter, SingleLetterTag};
 use nostr::types::Timestamp;

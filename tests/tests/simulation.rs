@@ -3,8 +3,8 @@
 //! invariants of the behaviour contract.
 
 use grasp_sync_core::{GiveUpReason, RelayState, RelayUrl, Time};
-use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
-use grasp_sync_tests::sim::{Nip77Behaviour, World};
+use grasp_sync_sim::scenario::{assert_converged, generate, run, Params};
+use grasp_sync_sim::sim::{Nip77Behaviour, World};
 use proptest::prelude::*;
 
 #[test]
@@ -128,8 +128,8 @@ fn a_second_as_large_as_the_page_cap_is_proven_or_reported() {
 /// A relay capping pages at 100 with 1,200 issues of one repo and `burst`
 /// comments sharing one second on the first issue.
 fn capped_world(burst: u64, nip77: Nip77Behaviour) -> (World, RelayUrl) {
-    use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, comment, coord, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://capped.example");
     w.add_relay(FakeRelay::new(
@@ -171,8 +171,8 @@ fn capped_world(burst: u64, nip77: Nip77Behaviour) -> (World, RelayUrl) {
 /// with a doubled limit and all 700 arrive.
 #[test]
 fn one_second_burst_larger_than_a_page() {
-    use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, comment, coord, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://bursty.example");
     w.add_relay(FakeRelay::new(relay.clone(), Profile::default()));
@@ -222,8 +222,8 @@ fn determinism_survives_restarts() {
 /// skip the issues in between (found against rust-nostr's LocalRelay).
 #[test]
 fn an_old_match_of_another_filter_does_not_skip_a_page() {
-    use grasp_sync_tests::fixtures::{self, announcement, coord, event, pubkey, root, T0};
-    use grasp_sync_tests::sim::{FakeRelay, Profile};
+    use grasp_sync_sim::fixtures::{self, announcement, coord, event, pubkey, root, T0};
+    use grasp_sync_sim::sim::{FakeRelay, Profile};
     let mut w = World::new(fixtures::config(), Time::from_secs(T0));
     let relay = fixtures::url("wss://overlap.example");
     w.add_relay(FakeRelay::new(relay.clone(), Profile::default()));

@@ -4,9 +4,9 @@
 //! REQ, and a relay that answers must cost only the events we lack.
 
 use grasp_sync_core::{Nip77Support, RelayStatus, Time};
-use grasp_sync_tests::fixtures::{self, announcement, comment, coord, root, T0};
-use grasp_sync_tests::scenario::{assert_converged, generate, run, Params};
-use grasp_sync_tests::sim::{FakeRelay, Nip77Behaviour, Profile, World};
+use grasp_sync_sim::fixtures::{self, announcement, comment, coord, root, T0};
+use grasp_sync_sim::scenario::{assert_converged, generate, run, Params};
+use grasp_sync_sim::sim::{FakeRelay, Nip77Behaviour, Profile, World};
 use nostr::event::{Event, EventId};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -205,7 +205,7 @@ proptest! {
 /// two NEG-OPENs on a relay allowing 3.
 #[test]
 fn nip77_jobs_count_against_the_subscription_budget() {
-    use grasp_sync_tests::fuzzing::oracle::BudgetOracle;
+    use grasp_sync_sim::fuzzing::oracle::BudgetOracle;
     let mut peak = 0;
     for seed in 0..12u64 {
         let p = Params {

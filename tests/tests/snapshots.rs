@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use grasp_sync_core::{Command, Input, RelayInfo, RelayUrl, SubscriptionMode};
-use grasp_sync_tests::fixtures::{announcement, config, coord, root, url, Driver, T0};
+use grasp_sync_sim::fixtures::{announcement, config, coord, root, url, Driver, T0};
 use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use grasp_sync_core::{Nip77Support, RelayUrl};
 use grasp_sync_io::metrics::RelayIoCounters;
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::{LocalOptions, LocalRelayHarness};
-use grasp_sync_tests::relays::python::PythonRelay;
-use grasp_sync_tests::signed::Dataset;
-use grasp_sync_tests::sync::SyncUnderTest;
+use grasp_sync_sim::signed::Dataset;
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
+use grasp_sync_testkit::relays::python::PythonRelay;
+use grasp_sync_testkit::sync::SyncUnderTest;
 use nostr::event::{Event, EventId};
 
 const SERVICE: &str = "git.example.com";

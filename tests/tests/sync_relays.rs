@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::relays::local::{LocalOptions, LocalRelayHarness};
-use grasp_sync_tests::relays::python::PythonRelay;
-use grasp_sync_tests::signed::{Bulk, Dataset};
-use grasp_sync_tests::sync::SyncUnderTest;
+use grasp_sync_sim::signed::{Bulk, Dataset};
+use grasp_sync_testkit::relays::hostile::HostileRelay;
+use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
+use grasp_sync_testkit::relays::python::PythonRelay;
+use grasp_sync_testkit::sync::SyncUnderTest;
 
 const SERVICE: &str = "git.example.com";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,7 +214,7 @@ async fn hostile_relay_gets_nothing_in() {
     let forged: Vec<_> = ds
         .expected_events()
         .iter()
-        .map(grasp_sync_tests::signed::forge_signature)
+        .map(grasp_sync_sim::signed::forge_signature)
         .collect();
     let outside = ds.unrelated_events();
     let extra = ds.add_bulk(Bulk::new(1, 50));
@@ -291,7 +291,7 @@ async fn sink_feeds_the_services_own_relay() {
     let hosted: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();
     ours.publish(&hosted).await;
 
-    let config = grasp_sync_tests::sync::test_config(SERVICE);
+    let config = grasp_sync_testkit::sync::test_config(SERVICE);
     let sink = RelaySink::start(RelayUrl::parse(&ours.url()).unwrap(), config.net.clone());
     let runner = grasp_sync_io::Runner::start(config, Arc::new(sink))
         .await

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use grasp_sync_core::{Config, ServiceId, Snapshot};
 use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_io::{IoConfig, Runner};
-use grasp_sync_tests::relays::hostile::HostileRelay;
-use grasp_sync_tests::signed::Dataset;
+use grasp_sync_sim::signed::Dataset;
+use grasp_sync_testkit::relays::hostile::HostileRelay;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_subscriptions_and_saves_state() {

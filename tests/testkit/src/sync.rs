@@ -13,7 +13,7 @@ use grasp_sync_io::{IoConfig, Runner, RunnerHandle};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 
-use crate::signed::Dataset;
+use grasp_sync_sim::signed::Dataset;
 
 /// The configuration the tests run with: private addresses allowed (the
 /// relays are on 127.0.0.1) and fast timings.

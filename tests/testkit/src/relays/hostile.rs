@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::client::{self, PublishReport};
-use crate::signed::{forge_signature, signer};
+use grasp_sync_sim::signed::{forge_signature, signer};
 
 /// The frames sent by [`HostileBuilder::garbage`]: not JSON, JSON of the
 /// wrong shape, truncated messages and unknown verbs.

@@ -33,11 +33,12 @@ pub const VERSION: &str = "1.14";
 /// File written into the install directory once `pip install` succeeded.
 pub const INSTALLED_MARKER: &str = ".installed";
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root (this crate lives in `<workspace>/tests/testkit`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives inside the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("the testkit crate lives inside the workspace")
         .to_path_buf()
 }
 

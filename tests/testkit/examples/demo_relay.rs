@@ -4,11 +4,11 @@
 //! prints the `run` command to use and serves until Ctrl-C.
 //!
 //! ```sh
-//! cargo run -p grasp-sync --example demo_relay
+//! cargo run -p grasp-sync-testkit --example demo_relay
 //! ```
 
-use grasp_sync_tests::relays::local::LocalRelayHarness;
-use grasp_sync_tests::signed::Dataset;
+use grasp_sync_sim::signed::Dataset;
+use grasp_sync_testkit::relays::local::LocalRelayHarness;
 
 #[tokio::main]
 async fn main() {
