@@ -294,7 +294,7 @@ async fn demo(args: &DemoArgs) -> Result<ExitCode, CliError> {
         log_every: Duration::from_secs(1),
         until_synced: true,
         max_connect_failures: settings::DEFAULT_MAX_CONNECT_FAILURES,
-        settle: Duration::from_millis(500) + config.engine.timing.batch_delay * 4,
+        catalog_deadline: Duration::from_secs(args.timeout),
         timeout: Some(Duration::from_secs(args.timeout)),
         report_file: Some(dir.join(settings::REPORT_FILE)),
     };

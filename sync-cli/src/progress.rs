@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
 use grasp_sync_core::{RelayState, RelayStatus, Status};
-use grasp_sync_io::RunnerHandle;
+use grasp_sync_io::{CatalogLoad, RunnerHandle};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -133,8 +133,13 @@ pub struct RelaySummary {
     pub events_received: u64,
     /// Events newly stored.
     pub events_stored: u64,
-    /// Refusals (`CLOSED`/`NOTICE`) by reason.
+    /// Refusals of sync work (`CLOSED`/`NOTICE`) by reason (NIP-77
+    /// refusals are counted as fallbacks instead).
     pub refusals: BTreeMap<String, u64>,
+    /// Filters that fell back from NIP-77 to paged REQ (the relay refused or
+    /// does not speak it: not a failure).
+    #[serde(default)]
+    pub nip77_fallbacks: u64,
     /// The last EOSE received (Unix seconds): when history last came in.
     pub last_eose: Option<u64>,
 }
@@ -161,14 +166,31 @@ impl RelaySummary {
                 .stats
                 .refusals
                 .iter()
+                .filter(|(k, _)| !k.is_nip77())
                 .map(|(k, v)| (k.as_str().to_owned(), *v))
                 .collect(),
+            nip77_fallbacks: r.stats.reconcile_fallbacks,
             last_eose: r.stats.last_eose.map(|t| t.as_secs()),
         }
     }
 }
 
 impl RelaySummary {
+    /// Why the outcome is what it is, in a few words: the reasons work was
+    /// given up (with how many targets each), or the connection failures.
+    pub fn why(&self) -> String {
+        match self.outcome {
+            Outcome::GivenUp | Outcome::Syncing if !self.given_up.is_empty() => self
+                .given_up
+                .iter()
+                .map(|(reason, n)| format!("{reason} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Outcome::Unreachable => format!("{} connection failures in a row", self.failures),
+            _ => "-".to_owned(),
+        }
+    }
+
     /// ` (connection state)` when it says more than the outcome.
     fn state_note(&self) -> String {
         if self.outcome == Outcome::Syncing && self.state != "syncing" {
@@ -226,12 +248,14 @@ impl Report {
                 vec![
                     r.url.clone(),
                     r.outcome.as_str().to_owned(),
+                    r.why(),
                     r.state.clone(),
                     r.confirmed.to_string(),
                     r.targets.to_string(),
                     given_up.to_string(),
                     r.failures.to_string(),
                     refusals.to_string(),
+                    r.nip77_fallbacks.to_string(),
                     r.events_stored.to_string(),
                 ]
             })
@@ -240,12 +264,14 @@ impl Report {
             &[
                 "RELAY",
                 "RESULT",
+                "WHY",
                 "STATE",
                 "CONFIRMED",
                 "TARGETS",
                 "GIVEN UP",
                 "FAILURES",
                 "REFUSALS",
+                "NIP-77 FALLBACKS",
                 "STORED",
             ],
             &rows,
@@ -312,12 +338,15 @@ pub struct WatchOptions {
     pub bars: bool,
     /// With log lines: how often one is written.
     pub log_every: Duration,
-    /// End when the historic sync is finished (`--once`).
+    /// End when the historic sync is finished (`--once`): every relay with
+    /// targets reached a final outcome and the runner is idle (nothing in
+    /// flight, the store's catalog loaded).
     pub until_synced: bool,
     /// Connection failures in a row that make a relay unreachable.
     pub max_connect_failures: u32,
-    /// Nothing may change for this long before a finished sync counts.
-    pub settle: Duration,
+    /// With `until_synced`: the store's catalog must load within this, or
+    /// the run ends as unable to read the service's store.
+    pub catalog_deadline: Duration,
     /// Give up waiting after this long (the demo).
     pub timeout: Option<Duration>,
     /// Where the report is saved every few seconds and at the end.
@@ -325,7 +354,7 @@ pub struct WatchOptions {
 }
 
 /// Why [`watch`] returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEnd {
     /// Every relay with targets reached a final outcome.
     Finished,
@@ -333,6 +362,8 @@ pub enum WatchEnd {
     Signal,
     /// `timeout` passed.
     TimedOut,
+    /// The service's store or relay could not be read (`--once`), and why.
+    StoreUnreadable(String),
     /// The runner stopped on its own (a bug).
     RunnerStopped,
 }
@@ -340,22 +371,22 @@ pub enum WatchEnd {
 /// Watches `runner` until the end condition of `opts`; returns why it ended
 /// and the last report.
 pub async fn watch(runner: &RunnerHandle, opts: &WatchOptions) -> (WatchEnd, Option<Report>) {
+    // A `--once` run checks often: it ends as soon as the work does.
     let started = Instant::now();
     let mut view = View::new(opts.bars);
     let mut last: Option<Report> = None;
     let mut last_log = Instant::now();
     let mut last_save = Instant::now();
-    let mut fingerprint = (0usize, 0usize, 0usize, 0u64, 0u64);
-    let mut unchanged_since = Instant::now();
     let signal = grasp_sync_io::runner::shutdown_signal();
     tokio::pin!(signal);
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let every = if opts.until_synced { 50 } else { 200 };
+    let mut tick = tokio::time::interval(Duration::from_millis(every));
     let end = loop {
         tokio::select! {
             () = &mut signal => break WatchEnd::Signal,
             _ = tick.tick() => {}
         }
-        let Some(status) = runner.status().await else {
+        let Some((status, activity)) = runner.status_and_activity().await else {
             break WatchEnd::RunnerStopped;
         };
         let report = Report::of(&status, opts.max_connect_failures);
@@ -370,21 +401,23 @@ pub async fn watch(runner: &RunnerHandle, opts: &WatchOptions) -> (WatchEnd, Opt
                 last_save = Instant::now();
             }
         }
-        let now_print = (
-            report.relays.len(),
-            report.relays.iter().map(|r| r.targets).sum(),
-            report.relays.iter().map(|r| r.confirmed).sum(),
-            status.totals.events_received,
-            status.totals.events_stored,
-        );
-        if now_print != fingerprint {
-            fingerprint = now_print;
-            unchanged_since = Instant::now();
-        }
         let finished = report.relays.iter().all(|r| r.outcome.is_final());
         last = Some(report);
-        if opts.until_synced && finished && unchanged_since.elapsed() >= opts.settle {
-            break WatchEnd::Finished;
+        if opts.until_synced {
+            if let CatalogLoad::Failed(reason) = &activity.catalog {
+                break WatchEnd::StoreUnreadable(reason.clone());
+            }
+            if activity.catalog == CatalogLoad::Loading
+                && started.elapsed() >= opts.catalog_deadline
+            {
+                break WatchEnd::StoreUnreadable(format!(
+                    "nothing read from it in {}",
+                    humantime::format_duration(opts.catalog_deadline)
+                ));
+            }
+            if finished && activity.idle() {
+                break WatchEnd::Finished;
+            }
         }
         if opts.timeout.is_some_and(|t| started.elapsed() >= t) {
             break WatchEnd::TimedOut;

@@ -63,25 +63,35 @@ async fn run_async(settings: RunSettings) -> Result<ExitCode, CliError> {
     if let Some(addr) = runner.metrics_addr() {
         tracing::info!("metrics at http://{addr}/metrics");
     }
-    let batch_delay = settings.io.engine.timing.batch_delay;
     let opts = WatchOptions {
         bars: settings.progress.bars(),
         log_every: Duration::from_secs(10),
         until_synced: settings.once,
         max_connect_failures: settings.max_connect_failures,
-        settle: Duration::from_secs(2) + batch_delay * 2,
+        // As long as a relay may take to answer a connection attempt.
+        catalog_deadline: settings.io.engine.timing.connect_timeout,
         timeout: None,
         report_file: Some(dir.join(settings::REPORT_FILE)),
     };
     let (end, report) = progress::watch(&runner, &opts).await;
-    match end {
+    match &end {
         WatchEnd::Signal => tracing::info!("signal received; shutting down"),
         WatchEnd::RunnerStopped => tracing::error!("the runner stopped on its own"),
-        WatchEnd::Finished | WatchEnd::TimedOut => {}
+        WatchEnd::Finished | WatchEnd::TimedOut | WatchEnd::StoreUnreadable(_) => {}
     }
     runner.shutdown().await?;
     if end == WatchEnd::RunnerStopped {
         return Err(CliError::Setup("the runner stopped unexpectedly".into()));
+    }
+    if let WatchEnd::StoreUnreadable(reason) = &end {
+        let what = match &settings.local_relay {
+            Some(url) => format!("the service's relay {url}"),
+            None => "the service's store".to_owned(),
+        };
+        println!(
+            "Historic sync incomplete: {what} could not be read ({reason}), so it is not known which repositories to sync."
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
     }
     if end != WatchEnd::Finished {
         return Ok(ExitCode::SUCCESS);
@@ -101,7 +111,7 @@ async fn run_async(settings: RunSettings) -> Result<ExitCode, CliError> {
             failed.len(),
             failed
                 .iter()
-                .map(|r| format!("{}: {}", r.url, r.outcome.as_str()))
+                .map(|r| format!("{}: {} ({})", r.url, r.outcome.as_str(), r.why()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

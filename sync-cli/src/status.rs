@@ -230,6 +230,7 @@ pub fn text(doc: &StatusDoc) -> String {
             vec![
                 r.url.clone(),
                 run.map_or_else(dash, |s| s.outcome.as_str().to_owned()),
+                run.map_or_else(dash, RelaySummary::why),
                 run.map_or_else(dash, |s| s.state.clone()),
                 r.confirmed.to_string(),
                 run.map_or_else(dash, |s| s.targets.to_string()),
@@ -250,6 +251,7 @@ pub fn text(doc: &StatusDoc) -> String {
         &[
             "RELAY",
             "RESULT",
+            "WHY",
             "STATE",
             "CONFIRMED",
             "TARGETS",

@@ -12,7 +12,7 @@ use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_sim::signed::Dataset;
 use grasp_sync_testkit::relays::client::free_port;
 use grasp_sync_testkit::relays::hostile::HostileRelay;
-use grasp_sync_testkit::relays::local::LocalRelayHarness;
+use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
 use nostr::event::EventId;
 use nostr::filter::Filter;
 use predicates::prelude::*;
@@ -251,6 +251,118 @@ async fn run_once_with_silent_relay_reports_given_up() {
     assert!(row.contains("given up"), "{row}");
     assert!(
         text.contains(&format!("{}: given up", silent.url())),
+        "{text}"
+    );
+}
+
+/// Found on `main`: `--local-relay ws://127.0.0.1:PORT` and bootstrap relays
+/// on loopback were refused as private addresses unless
+/// `--allow-private-relays` was on, and `run --once` then exited 0 with "0
+/// relays synced", never having read the service's repositories. Relays the
+/// operator names are used whatever their address; the private-address
+/// policy is for relays learned from announcements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_the_operator_names_are_used_on_loopback() {
+    let boot = LocalRelayHarness::start().await;
+    let ours = LocalRelayHarness::start().await;
+    let ds = small_dataset(&[boot.url()]);
+    boot.insert(ds.events()).await;
+    let hosted: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();
+    ours.insert(&hosted).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Private relays not allowed: only the operator's own are on loopback.
+    let strict = FAST.replace("allow_private_relays = true\n", "");
+    let config = write(tmp.path(), "fast.toml", &strict);
+    let data = tmp.path().join("data");
+
+    let mut cmd = bin();
+    cmd.args(["run", "--domain", SERVICE, "--once", "--config", &config])
+        .args(["--local-relay", &ours.url()])
+        .args(["--bootstrap", &boot.url()])
+        .arg("--data-dir")
+        .arg(&data);
+    let out = output(cmd).await;
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&boot.url()))
+        .unwrap_or_else(|| panic!("no row for the bootstrap relay: {text}"));
+    assert!(row.contains("synced"), "{row}");
+    let mut cmd = bin();
+    cmd.args(["status", "--data-dir"]).arg(&data);
+    let status = stdout(&output(cmd).await);
+    assert!(
+        status.contains("2 repositories (2 tracked)"),
+        "the service's repositories were read: {status}"
+    );
+}
+
+/// The service's relay cannot be read: `run --once` cannot know what to
+/// sync, and says so with 3 (it exited 0, "0 relays synced").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_fails_when_the_services_relay_cannot_be_read() {
+    let dead = format!("ws://127.0.0.1:{}", free_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(
+        tmp.path(),
+        "fast.toml",
+        &format!("{FAST}connect_timeout = \"2s\"\n"),
+    );
+    let mut cmd = bin();
+    cmd.args(["run", "--domain", SERVICE, "--once", "--config", &config])
+        .args(["--local-relay", &dead])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"));
+    let out = output(cmd).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("the service's relay {dead} could not be read")),
+        "{text}"
+    );
+}
+
+/// The exit table names why a relay was not synced: a relay that wants AUTH
+/// (and no key is configured) was shown only as "given up".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_table_names_why_a_relay_was_given_up() {
+    let relay = LocalRelayHarness::start().await;
+    let locked = LocalRelayHarness::start_with(LocalOptions {
+        auth_to_read: true,
+        ..LocalOptions::default()
+    })
+    .await;
+    let ds = small_dataset(&[relay.url(), locked.url()]);
+    // The repos are learned from the open relay; their history is behind AUTH.
+    let announcements: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();
+    relay.insert(&announcements).await;
+    locked.insert(ds.events()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(tmp.path(), "fast.toml", FAST);
+    let mut cmd = bin();
+    cmd.args(["run", "--domain", SERVICE, "--once", "--config", &config])
+        .args(["--bootstrap", &relay.url()])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"));
+    let out = output(cmd).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&locked.url()))
+        .unwrap_or_else(|| panic!("no row for the AUTH relay: {text}"));
+    assert!(
+        row.contains("given up") && row.contains("auth-required"),
+        "{row}"
+    );
+    assert!(
+        text.contains(&format!("{}: given up (auth-required", locked.url())),
         "{text}"
     );
 }

@@ -37,10 +37,7 @@ impl IoConfig {
     /// The defaults for `engine`.
     pub fn new(engine: Config) -> Self {
         IoConfig {
-            net: NetConfig {
-                allow_private_addresses: engine.allow_private,
-                ..NetConfig::default()
-            },
+            net: NetConfig::default(),
             engine,
             state_file: None,
             snapshot_interval: Duration::from_secs(30),
@@ -53,12 +50,10 @@ impl IoConfig {
     }
 }
 
-/// Network limits and the address policy.
+/// Network limits. (Which addresses a relay may resolve to is the
+/// engine's `allow_private`, see [`crate::net::AddressPolicy`].)
 #[derive(Clone, Debug)]
 pub struct NetConfig {
-    /// Accept relays whose names resolve to loopback, private, link-local
-    /// or multicast addresses (tests and private deployments).
-    pub allow_private_addresses: bool,
     /// TCP + TLS + websocket handshake must finish within this. Keep it
     /// below the engine's `timing.connect_timeout`, which is only the
     /// engine's backstop for a host that never reports.
@@ -81,7 +76,6 @@ pub struct NetConfig {
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
-            allow_private_addresses: false,
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
 use crate::config::NetConfig;
-use crate::net;
+use crate::net::{self, AddressPolicy, ConnectError};
 
 /// Identifies one connection attempt to a relay, so that late messages of
 /// an earlier attempt are recognised and dropped.
@@ -51,8 +51,14 @@ pub struct FromConn {
 pub enum ConnReport {
     /// The websocket is open.
     Connected,
-    /// The attempt failed before the websocket opened.
-    ConnectFailed(String),
+    /// The attempt failed before the websocket opened (`refused_address`:
+    /// the address policy refused every address of the host).
+    ConnectFailed {
+        /// Why.
+        reason: String,
+        /// The address policy refused it.
+        refused_address: bool,
+    },
     /// A message from the relay with its frame's payload size in bytes,
     /// holding one of the connection's permits.
     Message(Incoming, usize, OwnedSemaphorePermit),
@@ -231,13 +237,15 @@ pub fn spawn(
     relay: RelayUrl,
     id: ConnId,
     net: Arc<NetConfig>,
+    policy: AddressPolicy,
     per_relay_inflight: usize,
     to_driver: mpsc::Sender<FromConn>,
 ) -> ConnHandle {
     let (tx, rx) = mpsc::channel(net.send_queue.max(1));
     let span = tracing::info_span!("relay", url = %relay.as_str(), conn = id);
-    let task =
-        tokio::spawn(run(relay, id, net, per_relay_inflight, rx, to_driver).instrument(span));
+    let task = tokio::spawn(
+        run(relay, id, net, policy, per_relay_inflight, rx, to_driver).instrument(span),
+    );
     ConnHandle {
         id,
         outgoing: tx,
@@ -249,18 +257,22 @@ async fn run(
     relay: RelayUrl,
     id: ConnId,
     net: Arc<NetConfig>,
+    policy: AddressPolicy,
     per_relay_inflight: usize,
     mut outgoing: mpsc::Receiver<Outgoing>,
     to_driver: mpsc::Sender<FromConn>,
 ) {
     let report = |kind| FromConn { conn: id, kind };
-    let socket = match net::connect(&relay, &net).await {
+    let socket = match net::connect(&relay, &net, policy).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "connect failed");
-            let _ = to_driver
-                .send(report(ConnReport::ConnectFailed(e.to_string())))
-                .await;
+            let refused_address = matches!(e, ConnectError::RefusedAddress { .. });
+            let failed = ConnReport::ConnectFailed {
+                reason: e.to_string(),
+                refused_address,
+            };
+            let _ = to_driver.send(report(failed)).await;
             return;
         }
     };

@@ -39,5 +39,5 @@ pub mod store;
 pub use config::IoConfig;
 pub use grasp_sync_core as core;
 
-pub use runner::{Runner, RunnerError, RunnerHandle};
+pub use runner::{Activity, CatalogLoad, Runner, RunnerError, RunnerHandle};
 pub use store::{EventStore, StoreError};

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{Config, RelayUrl};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -86,9 +86,37 @@ fn is_refused_v4(v4: Ipv4Addr) -> bool {
         || a >= 240 // reserved
 }
 
+/// Which addresses a connection may go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressPolicy {
+    /// Public addresses only: a relay learned from an announcement must
+    /// not reach into the operator's network.
+    PublicOnly,
+    /// Any address: relays the operator named (bootstrap relays, the
+    /// service's own relay), or every relay when the engine's
+    /// `allow_private` is on.
+    AnyAddress,
+}
+
+impl AddressPolicy {
+    /// The policy for `relay` under `engine`: the one private-address
+    /// setting is the engine's; bootstrap relays are the operator's own
+    /// choice and always allowed.
+    pub fn for_relay(engine: &Config, relay: &RelayUrl) -> AddressPolicy {
+        if engine.allow_private || engine.bootstrap.contains(relay) {
+            AddressPolicy::AnyAddress
+        } else {
+            AddressPolicy::PublicOnly
+        }
+    }
+}
+
 /// Resolves the relay's host and keeps the addresses the policy allows, in
 /// the resolver's order.
-pub async fn resolve(url: &RelayUrl, allow_private: bool) -> Result<Vec<SocketAddr>, ConnectError> {
+pub async fn resolve(
+    url: &RelayUrl,
+    policy: AddressPolicy,
+) -> Result<Vec<SocketAddr>, ConnectError> {
     let host = url.host().trim_start_matches('[').trim_end_matches(']');
     let port = url.effective_port();
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -107,7 +135,7 @@ pub async fn resolve(url: &RelayUrl, allow_private: bool) -> Result<Vec<SocketAd
             reason: "no addresses".into(),
         });
     }
-    if allow_private {
+    if policy == AddressPolicy::AnyAddress {
         return Ok(addrs);
     }
     let allowed: Vec<SocketAddr> = addrs
@@ -147,16 +175,24 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
 /// Opens a websocket to `url`: resolve, check the policy, TCP connect to the
 /// first address that answers, TLS for `wss://`, websocket handshake, all
 /// within `net.connect_timeout`.
-pub async fn connect(url: &RelayUrl, net: &NetConfig) -> Result<RelaySocket, ConnectError> {
+pub async fn connect(
+    url: &RelayUrl,
+    net: &NetConfig,
+    policy: AddressPolicy,
+) -> Result<RelaySocket, ConnectError> {
     let timeout = net.connect_timeout;
-    match tokio::time::timeout(timeout, connect_inner(url, net)).await {
+    match tokio::time::timeout(timeout, connect_inner(url, net, policy)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 
-async fn connect_inner(url: &RelayUrl, net: &NetConfig) -> Result<RelaySocket, ConnectError> {
-    let addrs = resolve(url, net.allow_private_addresses).await?;
+async fn connect_inner(
+    url: &RelayUrl,
+    net: &NetConfig,
+    policy: AddressPolicy,
+) -> Result<RelaySocket, ConnectError> {
+    let addrs = resolve(url, policy).await?;
     let mut last_error = None;
     let mut stream = None;
     for addr in addrs {
@@ -236,10 +272,40 @@ mod tests {
     #[tokio::test]
     async fn loopback_refused_unless_allowed() {
         let url = RelayUrl::parse("ws://127.0.0.1:1").unwrap();
-        let err = resolve(&url, false).await.unwrap_err();
+        let err = resolve(&url, AddressPolicy::PublicOnly).await.unwrap_err();
         assert!(matches!(err, ConnectError::RefusedAddress { .. }), "{err}");
-        assert_eq!(resolve(&url, true).await.unwrap().len(), 1);
+        assert_eq!(
+            resolve(&url, AddressPolicy::AnyAddress)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         let named = RelayUrl::parse("ws://localhost:1").unwrap();
-        assert!(resolve(&named, false).await.is_err());
+        assert!(resolve(&named, AddressPolicy::PublicOnly).await.is_err());
+    }
+
+    /// Relays the operator named (bootstrap) are reached whatever their
+    /// address; relays learned from announcements only with `allow_private`.
+    #[test]
+    fn the_policy_follows_the_engine_and_the_operator() {
+        let service = grasp_sync_core::ServiceId::parse("git.example.com").unwrap();
+        let boot = RelayUrl::parse("ws://127.0.0.1:7000").unwrap();
+        let learned = RelayUrl::parse("ws://10.0.0.5:7000").unwrap();
+        let mut engine = Config::new(service);
+        engine.bootstrap.push(boot.clone());
+        assert_eq!(
+            AddressPolicy::for_relay(&engine, &boot),
+            AddressPolicy::AnyAddress
+        );
+        assert_eq!(
+            AddressPolicy::for_relay(&engine, &learned),
+            AddressPolicy::PublicOnly
+        );
+        engine.allow_private = true;
+        assert_eq!(
+            AddressPolicy::for_relay(&engine, &learned),
+            AddressPolicy::AnyAddress
+        );
     }
 }

@@ -37,7 +37,7 @@ use reqwest::header::{HeaderValue, ACCEPT, LOCATION, USER_AGENT};
 use reqwest::Url;
 
 use crate::config::NetConfig;
-use crate::net::{self, ConnectError};
+use crate::net::{self, AddressPolicy, ConnectError};
 
 /// Redirects followed before the request is given up.
 pub const MAX_REDIRECTS: usize = 3;
@@ -93,9 +93,13 @@ pub enum Nip11Error {
 /// Fetches and parses the relay's NIP-11 document (see the module
 /// documentation for the policy and limits). On error the caller reports
 /// [`RelayInfo::default()`] to the engine: a relay without NIP-11 is fine.
-pub async fn fetch(url: &RelayUrl, net: &NetConfig) -> Result<RelayInfo, Nip11Error> {
+pub async fn fetch(
+    url: &RelayUrl,
+    net: &NetConfig,
+    policy: AddressPolicy,
+) -> Result<RelayInfo, Nip11Error> {
     let timeout = net.nip11_timeout;
-    match tokio::time::timeout(timeout, fetch_inner(url, net)).await {
+    match tokio::time::timeout(timeout, fetch_inner(url, net, policy)).await {
         Ok(result) => result,
         Err(_) => Err(Nip11Error::Timeout(timeout)),
     }
@@ -112,12 +116,16 @@ pub fn http_url(url: &RelayUrl) -> Result<Url, Nip11Error> {
     })
 }
 
-async fn fetch_inner(relay: &RelayUrl, net: &NetConfig) -> Result<RelayInfo, Nip11Error> {
+async fn fetch_inner(
+    relay: &RelayUrl,
+    net: &NetConfig,
+    policy: AddressPolicy,
+) -> Result<RelayInfo, Nip11Error> {
     let mut target = relay.clone();
     let mut url = http_url(relay)?;
     let mut redirects = 0;
     let mut response = loop {
-        let addrs = net::resolve(&target, net.allow_private_addresses).await?;
+        let addrs = net::resolve(&target, policy).await?;
         let client = client_for(&url, addrs)?;
         let response = client
             .get(url.clone())
@@ -296,7 +304,6 @@ mod tests {
 
     fn net() -> NetConfig {
         NetConfig {
-            allow_private_addresses: true,
             nip11_timeout: Duration::from_secs(5),
             ..NetConfig::default()
         }
@@ -338,7 +345,9 @@ mod tests {
     #[tokio::test]
     async fn reads_a_valid_document() {
         let (addr, mut heads) = server(|_| Some(response("200 OK", "application/json", DOC))).await;
-        let info = fetch(&relay(addr, "/sub?a=b"), &net()).await.unwrap();
+        let info = fetch(&relay(addr, "/sub?a=b"), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap();
         assert_eq!(info.max_subscriptions, Some(7));
         assert_eq!(info.max_limit, Some(300));
         assert_eq!(info.max_message_length, Some(65536));
@@ -355,26 +364,34 @@ mod tests {
     #[tokio::test]
     async fn empty_200_is_an_error() {
         let (addr, _) = server(|_| Some(response("200 OK", "text/html", ""))).await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Empty), "{err}");
         // Without a Content-Length, ended by closing the connection.
         let (addr, _) =
             server(|_| Some(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec())).await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Empty), "{err}");
     }
 
     #[tokio::test]
     async fn not_json_is_an_error() {
         let (addr, _) = server(|_| Some(response("200 OK", "text/html", "<html></html>"))).await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Parse(_)), "{err}");
     }
 
     #[tokio::test]
     async fn not_found_is_an_error() {
         let (addr, _) = server(|_| Some(response("404 Not Found", "text/plain", "no"))).await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Status(404)), "{err}");
     }
 
@@ -386,14 +403,18 @@ mod tests {
         // Announced by Content-Length.
         let doc = big.clone();
         let (addr, _) = server(move |_| Some(response("200 OK", "application/json", &doc))).await;
-        let err = fetch(&relay(addr, ""), &small).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &small, AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::TooLarge { limit: 1000 }), "{err}");
         // Streamed without a length (ended by closing the connection).
         let (addr, _) = server(move |_| {
             Some(format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{big}").into_bytes())
         })
         .await;
-        let err = fetch(&relay(addr, ""), &small).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &small, AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::TooLarge { limit: 1000 }), "{err}");
     }
 
@@ -403,7 +424,9 @@ mod tests {
         let mut quick = net();
         quick.nip11_timeout = Duration::from_millis(200);
         let started = std::time::Instant::now();
-        let err = fetch(&relay(addr, ""), &quick).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &quick, AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Timeout(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
     }
@@ -411,11 +434,10 @@ mod tests {
     #[tokio::test]
     async fn loopback_refused_without_permission() {
         let (addr, mut heads) = server(|_| Some(response("200 OK", "application/json", DOC))).await;
-        let strict = NetConfig {
-            allow_private_addresses: false,
-            ..net()
-        };
-        let err = fetch(&relay(addr, ""), &strict).await.unwrap_err();
+        let strict = net();
+        let err = fetch(&relay(addr, ""), &strict, AddressPolicy::PublicOnly)
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -424,7 +446,9 @@ mod tests {
             "{err}"
         );
         let named = RelayUrl::parse(&format!("ws://localhost:{}", addr.port())).unwrap();
-        let err = fetch(&named, &strict).await.unwrap_err();
+        let err = fetch(&named, &strict, AddressPolicy::PublicOnly)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Address(_)), "{err}");
         assert!(heads.try_recv().is_err(), "no request may reach the server");
     }
@@ -442,7 +466,9 @@ mod tests {
             }
         })
         .await;
-        let info = fetch(&relay(addr, ""), &net()).await.unwrap();
+        let info = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap();
         assert_eq!(info.max_subscriptions, Some(7));
     }
 
@@ -455,7 +481,9 @@ mod tests {
             )
         })
         .await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::TooManyRedirects), "{err}");
         let (addr, _) = server(|_| {
             Some(
@@ -464,7 +492,9 @@ mod tests {
             )
         })
         .await;
-        let err = fetch(&relay(addr, ""), &net()).await.unwrap_err();
+        let err = fetch(&relay(addr, ""), &net(), AddressPolicy::AnyAddress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Nip11Error::Url { .. }), "{err}");
     }
 

@@ -65,8 +65,42 @@ pub enum RunnerError {
 /// Requests to the driver.
 enum Control {
     Status(oneshot::Sender<Status>),
+    StatusActivity(oneshot::Sender<(Status, Activity)>),
     IoCounters(oneshot::Sender<IoCounters>),
+    Activity(oneshot::Sender<Activity>),
     Shutdown,
+}
+
+/// Where the store's catalog feed stands (the repositories, roots and
+/// deletions the service holds, which make the engine's targets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogLoad {
+    /// The first load is under way (or the store cannot be reached yet).
+    Loading,
+    /// Everything the store held at start is in the engine.
+    Loaded,
+    /// The store could not be read.
+    Failed(String),
+}
+
+/// What the runner is busy with besides the engine's own work: a sync is
+/// idle when the engine has nothing pending and this is [`Activity::idle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    /// Frames, verifications and saves not through the event path yet.
+    pub in_flight: usize,
+    /// NIP-11 fetches and store item queries under way.
+    pub queries: usize,
+    /// The store's catalog.
+    pub catalog: CatalogLoad,
+}
+
+impl Activity {
+    /// Nothing under way, and the catalog loaded: what the engine reports
+    /// now is all there is to know.
+    pub fn idle(&self) -> bool {
+        self.in_flight == 0 && self.queries == 0 && self.catalog == CatalogLoad::Loaded
+    }
 }
 
 /// A running sync: ask it for status, or shut it down.
@@ -81,7 +115,9 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Control::Status(_) => "Status",
+            Control::StatusActivity(_) => "StatusActivity",
             Control::IoCounters(_) => "IoCounters",
+            Control::Activity(_) => "Activity",
             Control::Shutdown => "Shutdown",
         })
     }
@@ -99,6 +135,22 @@ impl RunnerHandle {
     pub async fn io_counters(&self) -> Option<IoCounters> {
         let (tx, rx) = oneshot::channel();
         self.control.send(Control::IoCounters(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The engine's status and what the runner is busy with, taken at the
+    /// same moment (to decide that a sync is finished); `None` once stopped.
+    pub async fn status_and_activity(&self) -> Option<(Status, Activity)> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::StatusActivity(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// What the runner is busy with (see [`Activity::idle`]); `None` once
+    /// stopped.
+    pub async fn activity(&self) -> Option<Activity> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Activity(tx)).await.ok()?;
         rx.await.ok()
     }
 
@@ -183,17 +235,25 @@ impl Runner {
         };
 
         let (catalog_tx, catalog_rx) = mpsc::channel(1024);
+        let (loaded_tx, loaded_rx) = oneshot::channel();
         let feed_store = Arc::clone(&store);
         tokio::spawn(async move {
-            if let Err(e) = feed_store.start_catalog_feed(catalog_tx).await {
-                tracing::error!(error = %e, "store catalog feed failed");
-            }
+            let load = match feed_store.start_catalog_feed(catalog_tx).await {
+                Ok(()) => CatalogLoad::Loaded,
+                Err(e) => {
+                    tracing::error!(error = %e, "store catalog feed failed");
+                    CatalogLoad::Failed(e.to_string())
+                }
+            };
+            let _ = loaded_tx.send(load);
         });
 
         let (control_tx, control_rx) = mpsc::channel(64);
         let mut driver = Driver::new(config, engine, store);
         let task = tokio::spawn(async move {
-            let result = driver.run(control_rx, catalog_rx, metrics_rx).await;
+            let result = driver
+                .run(control_rx, catalog_rx, loaded_rx, metrics_rx)
+                .await;
             let _ = shutdown_tx.send(true);
             result
         });

@@ -168,6 +168,20 @@ impl RefusalReason {
     }
 }
 
+impl RefusalReason {
+    /// A refusal of NIP-77 (the filter falls back to paged REQ): not a
+    /// refusal of sync work.
+    pub fn is_nip77(self) -> bool {
+        matches!(
+            self,
+            RefusalReason::NegErr
+                | RefusalReason::Nip77Protocol
+                | RefusalReason::Nip77Silent
+                | RefusalReason::Notice
+        )
+    }
+}
+
 impl Borrow<str> for RefusalReason {
     fn borrow(&self) -> &str {
         self.as_str()

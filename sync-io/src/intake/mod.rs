@@ -45,7 +45,7 @@
 //! done with the frame: for an event that is stored, when the store has
 //! answered.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use grasp_sync_core::{is_catalog_kind, Engine, EventCheck, Input, RelayUrl, StoreOutcome};
 use nostr::event::{Event, EventId};
@@ -213,6 +213,10 @@ pub struct Intake<P> {
     stored: VecDeque<Hand<P>>,
     /// The item being handed over, once its input went out.
     hand: Option<Hand<P>>,
+    /// Ids being stored: a second copy of one (a relay that sends an event
+    /// once per filter it matches, as nostr-rs-relay does) is a duplicate,
+    /// not a second save.
+    saving: HashSet<EventId>,
     tally: FrameTally,
 }
 
@@ -226,6 +230,7 @@ impl<P> Intake<P> {
             ready: VecDeque::new(),
             stored: VecDeque::new(),
             hand: None,
+            saving: HashSet::new(),
             tally: FrameTally::default(),
         }
     }
@@ -437,6 +442,7 @@ impl<P> Intake<P> {
             catalog,
             ..
         } = ticket;
+        self.saving.remove(&id);
         let outcome = match result {
             Ok(outcome) => {
                 self.seen.insert(id, outcome);
@@ -539,6 +545,17 @@ impl<P> Intake<P> {
                             id,
                             created_at,
                             outcome: StoreOutcome::Rejected,
+                            catalog: None,
+                        },
+                    });
+                }
+                if !self.saving.insert(id) {
+                    return FollowUp::Hand(Hand {
+                        relay,
+                        step: HandStep::Stored {
+                            id,
+                            created_at,
+                            outcome: StoreOutcome::Duplicate,
                             catalog: None,
                         },
                     });
@@ -709,6 +726,17 @@ impl<P> Intake<P> {
     /// not yet handed out, so it is not added).
     pub fn verify_queue(&self) -> usize {
         self.links.values().map(|l| l.verifying.len()).sum()
+    }
+
+    /// Work not through the event path yet: items waiting in an inbox (in
+    /// verification or ready), saves under way, store answers not yet handed
+    /// to the engine. Zero means every frame received so far was fully
+    /// taken in (a `--once` run waits for that).
+    pub fn in_flight(&self) -> usize {
+        self.links.values().map(|l| l.inbox.len()).sum::<usize>()
+            + self.saving.len()
+            + self.stored.len()
+            + usize::from(self.hand.is_some())
     }
 
     /// Where every frame ended up so far.
@@ -974,6 +1002,30 @@ mod tests {
         assert_eq!((io.frames_received, io.event_frames_received), (3, 2));
         assert_eq!(rig.intake.tally().verified, 2);
         assert_eq!(rig.intake.tally().control, 1);
+    }
+
+    /// nostr-rs-relay sends an event once per filter of the REQ it matches:
+    /// two copies arrive before either is stored. Before, both were saved,
+    /// and a race in the store could report both as newly stored (STORED 29
+    /// for 27 distinct events). The second copy is a duplicate, not a save.
+    #[test]
+    fn a_second_copy_while_the_first_is_stored_is_a_duplicate() {
+        let mut rig = Rig::new();
+        let a = rig.announcement("a", true);
+        rig.event_frame(&a);
+        rig.event_frame(&a);
+        assert_eq!(rig.intake.in_flight(), 2);
+        rig.verify(|_| true);
+        assert_eq!(
+            rig.take_log(),
+            ["received", "save", "received", "stored:Duplicate"]
+        );
+        assert_eq!(rig.saves.len(), 1, "one save for one id");
+        assert_eq!(rig.intake.in_flight(), 1, "the save under way");
+        rig.store_answers(Ok(StoreOutcome::Stored));
+        assert_eq!(rig.take_log(), ["stored:Stored", "catalog"]);
+        assert_eq!(rig.intake.in_flight(), 0, "everything taken in");
+        assert_eq!(rig.permits_held(), 0);
     }
 
     #[test]

@@ -13,11 +13,12 @@ use nostr::filter::Filter;
 use nostr::message::ClientMessage;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use super::{auth_event, wall_clock, Control, RunnerError};
+use super::{auth_event, wall_clock, Activity, CatalogLoad, Control, RunnerError};
 use crate::config::{IoConfig, NetConfig};
 use crate::connection::{self, ConnHandle, ConnId, ConnReport, FromConn, Outgoing};
 use crate::intake::{Intake, LinkEvent, Save, SaveTicket, Step};
 use crate::metrics::{self, IoCounters};
+use crate::net::AddressPolicy;
 use crate::persist;
 use crate::pipeline::{VerifierPool, VerifyDone};
 use crate::store::{EventStore, StoreError};
@@ -89,6 +90,9 @@ pub(super) struct Driver {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     info_in_flight: BTreeSet<RelayUrl>,
+    /// Store item queries (NIP-77) under way.
+    items_in_flight: usize,
+    catalog: CatalogLoad,
     snapshot_writing: bool,
     snapshot_pending: Option<PendingSnapshot>,
     next_save: u64,
@@ -98,6 +102,8 @@ pub(super) struct Driver {
     deferred: Vec<(RelayUrl, String)>,
     /// The engine's next wake-up as last logged (logged when it changes).
     logged_wakeup: Option<Time>,
+    /// Relays already warned about for their refused addresses.
+    warned_refused: BTreeSet<RelayUrl>,
 }
 
 impl Driver {
@@ -121,6 +127,8 @@ impl Driver {
             done_tx,
             done_rx,
             info_in_flight: BTreeSet::new(),
+            items_in_flight: 0,
+            catalog: CatalogLoad::Loading,
             snapshot_writing: false,
             snapshot_pending: None,
             next_save: 0,
@@ -128,6 +136,7 @@ impl Driver {
             io: IoCounters::default(),
             deferred: Vec::new(),
             logged_wakeup: None,
+            warned_refused: BTreeSet::new(),
         }
     }
 
@@ -135,6 +144,7 @@ impl Driver {
         &mut self,
         mut control: mpsc::Receiver<Control>,
         mut catalog: mpsc::Receiver<Event>,
+        mut loaded: oneshot::Receiver<CatalogLoad>,
         mut metrics: mpsc::Receiver<oneshot::Sender<String>>,
     ) -> Result<(), RunnerError> {
         self.input(Input::Tick);
@@ -143,6 +153,7 @@ impl Driver {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         housekeeping.tick().await;
         let mut catalog_open = true;
+        let mut loading = true;
         loop {
             let wake = self.wake_instant();
             tokio::select! {
@@ -161,6 +172,15 @@ impl Driver {
                     Some(event) => self.input(Input::CatalogEvent(&event)),
                     None => catalog_open = false,
                 },
+                load = &mut loaded, if loading => {
+                    loading = false;
+                    // Everything of the first load is queued: take it in
+                    // before saying it is loaded.
+                    while let Ok(event) = catalog.try_recv() {
+                        self.input(Input::CatalogEvent(&event));
+                    }
+                    self.catalog = load.unwrap_or_else(|_| CatalogLoad::Failed("the catalog feed stopped".into()));
+                }
                 Some(reply) = metrics.recv() => {
                     let text = metrics::render(&self.engine.status(), &self.io_snapshot());
                     let _ = reply.send(text);
@@ -173,6 +193,10 @@ impl Driver {
                 request = control.recv() => match request {
                     Some(Control::Status(reply)) => { let _ = reply.send(self.engine.status()); }
                     Some(Control::IoCounters(reply)) => { let _ = reply.send(self.io_snapshot()); }
+                    Some(Control::Activity(reply)) => { let _ = reply.send(self.activity()); }
+                    Some(Control::StatusActivity(reply)) => {
+                        let _ = reply.send((self.engine.status(), self.activity()));
+                    }
                     Some(Control::Shutdown) | None => return self.shutdown().await,
                 },
             }
@@ -284,6 +308,7 @@ impl Driver {
                     relay.clone(),
                     id,
                     Arc::clone(&self.net),
+                    AddressPolicy::for_relay(&self.config.engine, &relay),
                     self.config.per_relay_inflight,
                     self.conn_tx.clone(),
                 );
@@ -368,6 +393,7 @@ impl Driver {
     /// Asks the store for the `(created_at, id)` items matching `filter`
     /// (off the driver loop); the answer comes back as `Input::LocalItems`.
     fn query_local_items(&mut self, relay: RelayUrl, request: u64, filter: Filter) {
+        self.items_in_flight += 1;
         let store = Arc::clone(&self.store);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
@@ -472,9 +498,10 @@ impl Driver {
             return;
         }
         let net = Arc::clone(&self.net);
+        let policy = AddressPolicy::for_relay(&self.config.engine, &relay);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let info = match crate::nip11::fetch(&relay, &net).await {
+            let info = match crate::nip11::fetch(&relay, &net, policy).await {
                 Ok(info) => Some(info),
                 Err(e) => {
                     tracing::debug!(relay = relay.as_str(), error = %e, "no NIP-11 document");
@@ -500,11 +527,38 @@ impl Driver {
 
     // ----- connections, verification, the store --------------------------
 
+    /// A relay learned from an announcement resolves only to addresses the
+    /// policy refuses: said once per relay, at WARN (nothing syncs from it
+    /// otherwise, silently).
+    fn warn_refused_address(&mut self, conn: ConnId, reason: &str) {
+        let Some(relay) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.handle.id == conn)
+            .map(|(r, _)| r.clone())
+        else {
+            return;
+        };
+        if self.warned_refused.insert(relay.clone()) {
+            tracing::warn!(
+                relay = relay.as_str(),
+                %reason,
+                "not syncing from this relay: it resolves only to private addresses (allow them with --allow-private-relays)"
+            );
+        }
+    }
+
     fn on_conn(&mut self, report: FromConn) {
         let FromConn { conn, kind } = report;
         match kind {
             ConnReport::Connected => self.intake.on_link(conn, LinkEvent::Connected),
-            ConnReport::ConnectFailed(reason) => {
+            ConnReport::ConnectFailed {
+                reason,
+                refused_address,
+            } => {
+                if refused_address {
+                    self.warn_refused_address(conn, &reason);
+                }
                 self.intake.on_link(conn, LinkEvent::ConnectFailed(reason))
             }
             ConnReport::Disconnected(reason) => {
@@ -543,8 +597,20 @@ impl Driver {
                 relay,
                 request,
                 items,
-            } => self.on_local_items(relay, request, items),
+            } => {
+                self.items_in_flight = self.items_in_flight.saturating_sub(1);
+                self.on_local_items(relay, request, items)
+            }
             Done::Snapshot(result) => self.on_snapshot_written(result),
+        }
+    }
+
+    /// What the runner is busy with besides the engine.
+    fn activity(&self) -> Activity {
+        Activity {
+            in_flight: self.intake.in_flight(),
+            queries: self.info_in_flight.len() + self.items_in_flight,
+            catalog: self.catalog.clone(),
         }
     }
 

@@ -38,7 +38,7 @@ use tracing::{debug, trace, warn};
 
 use super::pager::HistoryPager;
 use super::{catalog_filter, unix_now, Backoff, Shared};
-use crate::net::{self, RelaySocket};
+use crate::net::{self, AddressPolicy, RelaySocket};
 use crate::store::StoreError;
 
 enum FeedEnd {
@@ -347,7 +347,7 @@ pub(super) async fn run_feed(
             break;
         }
         let attempt = tokio::select! {
-            r = net::connect(&shared.url, &shared.net) => Some(r),
+            r = net::connect(&shared.url, &shared.net, AddressPolicy::AnyAddress) => Some(r),
             _ = f.shutdown.changed() => None,
             _ = f.feed.closed() => None,
         };

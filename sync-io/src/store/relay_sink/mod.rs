@@ -1,6 +1,8 @@
 //! The relay sink: stores synced events by publishing them to the GRASP
 //! service's own relay over a websocket, and reads that relay's catalog
-//! events back for the engine.
+//! events back for the engine. The operator named that relay, so it is
+//! reached whatever its address (loopback, private): the private-address
+//! policy is for relays learned from announcements.
 //!
 //! [`RelaySink`] owns two background tasks, each with its own connection to
 //! the local relay:
@@ -74,7 +76,7 @@ use tracing::debug;
 
 use super::{BoxFuture, EventStore, StoreError, CATALOG_KINDS};
 use crate::config::NetConfig;
-use crate::net;
+use crate::net::{self, AddressPolicy};
 
 mod feed;
 mod items;
@@ -336,9 +338,13 @@ impl EventStore for RelaySink {
             if self.shared.is_shut_down() {
                 return Err(StoreError::Closed);
             }
-            let mut ws = net::connect(&self.shared.url, &self.shared.net)
-                .await
-                .map_err(|e| StoreError::Relay(e.to_string()))?;
+            let mut ws = net::connect(
+                &self.shared.url,
+                &self.shared.net,
+                AddressPolicy::AnyAddress,
+            )
+            .await
+            .map_err(|e| StoreError::Relay(e.to_string()))?;
             let result = items::read_items(&self.shared, &mut ws, filter).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
             result

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, trace, warn};
 
 use super::{Backoff, RelaySinkOptions, Shared};
-use crate::net::{self, RelaySocket};
+use crate::net::{self, AddressPolicy, RelaySocket};
 use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<StoreOutcome, StoreError>>;
@@ -412,7 +412,7 @@ pub(super) async fn run_publisher(shared: Arc<Shared>) {
             }
         }
         let attempt = tokio::select! {
-            r = net::connect(&shared.url, &shared.net) => Some(r),
+            r = net::connect(&shared.url, &shared.net, AddressPolicy::AnyAddress) => Some(r),
             _ = shutdown.changed() => None,
         };
         let Some(attempt) = attempt else {

@@ -27,7 +27,6 @@ pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 pub(super) fn net() -> NetConfig {
     NetConfig {
-        allow_private_addresses: true,
         connect_timeout: Duration::from_secs(2),
         ..NetConfig::default()
     }

@@ -40,6 +40,9 @@ pub struct LocalOptions {
     pub default_filter_limit: usize,
     /// Cap on a filter's `limit` (upstream default: none).
     pub max_filter_limit: Option<usize>,
+    /// NIP-42: reading needs AUTH (a REQ before it gets
+    /// `CLOSED "auth-required: …"`).
+    pub auth_to_read: bool,
 }
 
 impl Default for LocalOptions {
@@ -49,6 +52,7 @@ impl Default for LocalOptions {
             notes_per_minute: 10_000_000,
             default_filter_limit: 500,
             max_filter_limit: None,
+            auth_to_read: false,
         }
     }
 }
@@ -93,6 +97,11 @@ impl LocalRelayHarness {
             .default_filter_limit(options.default_filter_limit);
         if let Some(max) = options.max_filter_limit {
             builder = builder.max_filter_limit(max);
+        }
+        if options.auth_to_read {
+            builder = builder.nip42(nrb::RelayBuilderNip42 {
+                mode: nrb::RelayBuilderNip42Mode::Read,
+            });
         }
         let relay = nrb::LocalRelay::new(builder);
         let listener = TcpListener::bind("127.0.0.1:0")
