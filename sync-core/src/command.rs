@@ -6,6 +6,7 @@ use nostr::message::SubscriptionId;
 use serde::{Deserialize, Serialize};
 
 use crate::info::RelayInfo;
+use crate::nip77::LocalItem;
 use crate::url::RelayUrl;
 
 /// Whether a subscription stays open for new events or ends at EOSE.
@@ -84,7 +85,7 @@ pub enum Command {
         /// The subscription id.
         subscription: SubscriptionId,
     },
-    /// Look up the store's `(created_at, id)` items matching `filter` (no
+    /// Look up the store's `(id, created_at)` items matching `filter` (no
     /// `limit`: all of them) and report them with [`Input::LocalItems`]
     /// carrying the same `request` (NIP-77 reconciliation, spec section 7).
     QueryLocalItems {
@@ -224,8 +225,10 @@ pub enum Input<'a> {
         relay: &'a RelayUrl,
         /// The command's `request`.
         request: u64,
-        /// `(created_at, id)` of every stored event matching the filter.
-        items: Option<&'a [(u64, EventId)]>,
+        /// `(id, created_at)` of every stored event matching the filter, in
+        /// any order: what rust-nostr's `NostrDatabase::negentropy_items`
+        /// returns, and what the I/O shell's store trait returns.
+        items: Option<&'a [LocalItem]>,
     },
     /// `["NEG-MSG", subscription, message]`.
     NegMsg {

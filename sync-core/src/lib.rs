@@ -74,7 +74,7 @@ pub use command::{Command, EventCheck, Input, StoreOutcome, SubscriptionMode};
 pub use config::{Config, Timing};
 pub use engine::Engine;
 pub use info::{Budget, RelayInfo};
-pub use nip77::Nip77Support;
+pub use nip77::{LocalItem, Nip77Support};
 pub use relay::{GiveUpReason, RefusalReason, RelayState, RelayStats, RelayTimer};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use status::{RelayStatus, Status};

@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_sync_core::{Command, Engine, Input, RelayInfo, RelayUrl, StoreOutcome, Time};
-use nostr::event::{Event, EventId};
+use grasp_sync_core::{Command, Engine, Input, LocalItem, RelayInfo, RelayUrl, StoreOutcome, Time};
+use nostr::event::Event;
 use nostr::filter::Filter;
 use nostr::message::ClientMessage;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -48,7 +48,7 @@ enum Done {
     Items {
         relay: RelayUrl,
         request: u64,
-        items: Result<Vec<(u64, EventId)>, StoreError>,
+        items: Result<Vec<LocalItem>, StoreError>,
     },
     /// A snapshot write finished.
     Snapshot(Result<(), String>),
@@ -390,19 +390,14 @@ impl Driver {
         }
     }
 
-    /// Asks the store for the `(created_at, id)` items matching `filter`
+    /// Asks the store for the `(id, created_at)` items matching `filter`
     /// (off the driver loop); the answer comes back as `Input::LocalItems`.
     fn query_local_items(&mut self, relay: RelayUrl, request: u64, filter: Filter) {
         self.items_in_flight += 1;
         let store = Arc::clone(&self.store);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let items = store.negentropy_items(filter).await.map(|items| {
-                items
-                    .into_iter()
-                    .map(|(id, at)| (at.as_secs(), id))
-                    .collect()
-            });
+            let items = store.negentropy_items(filter).await;
             let _ = tx.send(Done::Items {
                 relay,
                 request,
@@ -415,7 +410,7 @@ impl Driver {
         &mut self,
         relay: RelayUrl,
         request: u64,
-        items: Result<Vec<(u64, EventId)>, StoreError>,
+        items: Result<Vec<LocalItem>, StoreError>,
     ) {
         let items = match items {
             Ok(items) => Some(items),

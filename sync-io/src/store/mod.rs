@@ -5,10 +5,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use grasp_sync_core::StoreOutcome;
-use nostr::event::{Event, EventId};
+use grasp_sync_core::{LocalItem, StoreOutcome};
+use nostr::event::Event;
 use nostr::filter::Filter;
-use nostr::types::Timestamp;
 use tokio::sync::mpsc;
 
 pub mod lmdb;
@@ -55,12 +54,13 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The `(id, created_at)` of every stored event matching `filter` (its
-    /// `limit` ignored): our side of a NIP-77 reconciliation. An error makes
-    /// the engine page that filter with REQ instead.
-    fn negentropy_items(
-        &self,
-        filter: Filter,
-    ) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, StoreError>>;
+    /// `limit` ignored): our side of a NIP-77 reconciliation, handed to the
+    /// engine as they are ([`Input::LocalItems`](grasp_sync_core::Input::LocalItems)
+    /// takes the same [`LocalItem`]s, which is also what rust-nostr's
+    /// `NostrDatabase::negentropy_items` returns). An error makes the engine
+    /// page that filter with REQ instead.
+    fn negentropy_items(&self, filter: Filter)
+        -> BoxFuture<'_, Result<Vec<LocalItem>, StoreError>>;
 
     /// Flushes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
