@@ -69,6 +69,11 @@ pub mod url;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// The `nostr` crate this engine's types come from (0.45): use it for the
+/// [`Event`](nostr::event::Event), [`Filter`](nostr::filter::Filter) and id
+/// types you hand the engine, so that your versions always agree.
+pub use nostr;
+
 pub use acceptance::{check_acceptance, AcceptanceContext, Verdict};
 pub use command::{Command, EventCheck, Input, StoreOutcome, SubscriptionMode};
 pub use config::{Config, Timing};

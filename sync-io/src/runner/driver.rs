@@ -7,7 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_sync_core::{Command, Engine, Input, LocalItem, RelayInfo, RelayUrl, StoreOutcome, Time};
+use grasp_sync_core::{
+    is_catalog_kind, Command, Engine, Input, LocalItem, RelayInfo, RelayUrl, StoreOutcome, Time,
+    Verdict,
+};
 use nostr::event::Event;
 use nostr::filter::Filter;
 use nostr::message::ClientMessage;
@@ -196,6 +199,13 @@ impl Driver {
                     Some(Control::Activity(reply)) => { let _ = reply.send(self.activity()); }
                     Some(Control::StatusActivity(reply)) => {
                         let _ = reply.send((self.engine.status(), self.activity()));
+                    }
+                    Some(Control::Admit { event, feed, reply }) => {
+                        let _ = reply.send(self.admit(&event, feed));
+                    }
+                    Some(Control::Catalog { event, reply }) => {
+                        self.host_catalog_event(&event);
+                        let _ = reply.send(());
                     }
                     Some(Control::Shutdown) | None => return self.shutdown().await,
                 },
@@ -518,6 +528,26 @@ impl Driver {
             relay: &relay,
             info,
         });
+    }
+
+    // ----- the service's own relay ------------------------------------------
+
+    /// The acceptance rule for an event the service's relay received; with
+    /// `feed`, an accepted catalog event goes to the catalog at once.
+    fn admit(&mut self, event: &Event, feed: bool) -> Verdict {
+        let verdict = self.engine.check_acceptance(event);
+        if feed && verdict.is_accept() {
+            self.host_catalog_event(event);
+        }
+        verdict
+    }
+
+    /// An event the service's relay stored: a catalog input when it is
+    /// an announcement, a root event or a deletion.
+    fn host_catalog_event(&mut self, event: &Event) {
+        if is_catalog_kind(event.kind.as_u16()) {
+            self.input(Input::CatalogEvent(event));
+        }
     }
 
     // ----- connections, verification, the store --------------------------
