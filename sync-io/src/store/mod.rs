@@ -1,6 +1,9 @@
-//! Where synced events go: the [`EventStore`] trait and its two
-//! implementations, the embedded LMDB database ([`lmdb::LmdbStore`]) and the
-//! sink that publishes to the service's own relay ([`relay_sink::RelaySink`]).
+//! Where synced events go: the [`EventStore`] trait and its implementations:
+//! the embedded LMDB database ([`lmdb::LmdbStore`]), the sink that publishes
+//! to the service's own relay ([`relay_sink::RelaySink`]), and the database
+//! of a relay that embeds the sync, any rust-nostr `NostrDatabase`
+//! ([`database::DatabaseStore`], and `DatabaseStore044` for `nostr` 0.44
+//! with the `nostr-044` feature).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +13,7 @@ use nostr::event::Event;
 use nostr::filter::Filter;
 use tokio::sync::mpsc;
 
+pub mod database;
 pub mod lmdb;
 pub mod relay_sink;
 
