@@ -75,6 +75,11 @@ impl RunnerBuilder {
         self
     }
 
+    /// Adds bootstrap relays (see [`RunnerBuilder::bootstrap`]).
+    pub fn bootstrap_relays(self, relays: impl IntoIterator<Item = RelayUrl>) -> Self {
+        relays.into_iter().fold(self, RunnerBuilder::bootstrap)
+    }
+
     /// Allows relays on loopback, private and link-local addresses (tests,
     /// a private network). The one setting for it: the engine's
     /// [`Config::allow_private`], which the connections read too.
