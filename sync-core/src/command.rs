@@ -156,12 +156,14 @@ impl Command {
 pub enum Input<'a> {
     /// Nothing happened; time passed (call at [`Engine::next_wakeup`](crate::Engine::next_wakeup)).
     Tick,
-    /// An event the host stored (or, for `plan`, read) that may change the
-    /// catalog: a repository announcement (kind 30617), a root event (1617,
-    /// 1618, 1621) or a deletion request (kind 5). The engine routes it by
-    /// kind; any other kind is counted (`events_of_wrong_kind`) and ignored.
-    /// Feed only events the store accepted: a rejected event must not make
-    /// its repo or root a target.
+    /// An event the service's store holds (or, for `plan`, read) that may
+    /// change the catalog: a repository announcement (kind 30617), a root
+    /// event (1617, 1618, 1621) or a deletion request (kind 5). The engine
+    /// routes it by kind; any other kind is counted (`events_of_wrong_kind`)
+    /// and ignored. Feed only events the store holds (see "Catalog inputs
+    /// from elsewhere" on [`Engine`](crate::Engine)): after a sync's save,
+    /// only for [`StoreOutcome::Stored`]; a rejected event must not make its
+    /// repo or root a target.
     CatalogEvent(&'a Event),
     /// The relay's NIP-11 document (after [`Command::FetchRelayInfo`]).
     RelayInfo {
@@ -206,7 +208,10 @@ pub enum Input<'a> {
         /// The relay.
         relay: &'a RelayUrl,
     },
-    /// What the store did with an event from this relay.
+    /// What the store did with an event from this relay that was fed as a
+    /// verified [`Input::EventReceived`]: [`StoreOutcome::Rejected`] when
+    /// the acceptance check refused it (it was not stored) or the save
+    /// failed. Never for an unwanted or invalid event.
     EventStored {
         /// The relay.
         relay: &'a RelayUrl,
