@@ -130,3 +130,30 @@ async fn embedded_relay_syncs_history_live_and_its_own_announcements() {
 
     grasp.shutdown().await.expect("clean shutdown");
 }
+
+/// The README's embedding section shows the example's glue as it is: the
+/// lines marked `// sync` there are the example's, all 11 of them.
+#[test]
+fn readme_shows_the_examples_glue() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../testkit/examples/grasp_relay.rs");
+    let block = readme
+        .split("```rust,ignore\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README shows the example");
+    let glue = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_once(" // sync"))
+            .filter(|(code, _)| !code.trim_start().starts_with("//"))
+            .map(|(code, _)| code.trim().to_owned())
+            .collect()
+    };
+    let (shown, written) = (glue(block), glue(example));
+    assert_eq!(written.len(), 11, "the example's glue: {written:#?}");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(shown), sorted(written), "README and example differ");
+}

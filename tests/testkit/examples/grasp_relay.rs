@@ -13,14 +13,13 @@
 //! other arguments are bootstrap relays). The integration test
 //! `tests/tests/embed.rs` starts it in-process through [`start`].
 //!
-//! The sync glue is every line marked `// sync`, and the `for` line of the
-//! bootstrap loop: 13 lines (the builder, the write policy, the store that
-//! notifies the relay's subscribers, start and shutdown); the rest is the
-//! relay itself.
+//! The sync glue is every line marked `// sync`: 11 lines (the builder,
+//! the write policy, the store that notifies the relay's subscribers, the
+//! handle, start and shutdown); the rest is the relay itself.
 
 use std::error::Error;
 
-use grasp_sync_io::core::ServiceId;
+use grasp_sync_io::core::{RelayUrl, ServiceId};
 use grasp_sync_io::runner::shutdown_signal;
 use grasp_sync_io::store::database::DatabaseStore044;
 use grasp_sync_io::{Runner, RunnerBuilder, RunnerError, RunnerHandle};
@@ -55,9 +54,8 @@ pub async fn start(port: u16, sync: RunnerBuilder) -> Result<GraspRelay, Box<dyn
 
     // The store: the relay's database; its subscribers see synced events.
     let notify = relay.clone(); // sync
-    let store = DatabaseStore044::new(database).on_stored(move |event| {
-        notify.notify_event(event.clone()); // sync
-    }); // sync
+    let store = DatabaseStore044::new(database); // sync
+    let store = store.on_stored(move |e| notify.notify_event(e.clone())); // sync
     let sync = sync.start(store).await?; // sync
     relay.run().await?;
     let url = relay.url().await.to_string();
@@ -80,12 +78,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().as_deref().unwrap_or("7777").parse()?;
     let service = ServiceId::parse(&format!("127.0.0.1:{port}"))?; // sync
+    let bootstrap: Vec<RelayUrl> = args.map(|r| r.parse()).collect::<Result<_, _>>()?; // sync
 
     // Loopback peers: allow private addresses (refused by default).
-    let mut sync = Runner::builder(service).allow_private(true); // sync
-    for relay in args {
-        sync = sync.bootstrap(relay.parse()?); // sync
-    } // sync (with the `for` line)
+    let sync = Runner::builder(service).allow_private(true); // sync
+    let sync = sync.bootstrap_relays(bootstrap); // sync
     let relay = start(port, sync).await?;
     println!("GRASP relay on {}; Ctrl-C stops it", relay.url);
     shutdown_signal().await;

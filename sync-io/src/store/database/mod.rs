@@ -109,10 +109,13 @@ impl<B: Backend> NostrDatabaseStore<B> {
     }
 
     /// Calls `hook` with every event the sync newly stored (not for
-    /// duplicates or refusals), in the database's own event type. It runs
-    /// on the saving task: keep it short and never block.
-    pub fn on_stored(mut self, hook: impl Fn(&B::Event) + Send + Sync + 'static) -> Self {
-        self.on_stored = Some(Box::new(hook));
+    /// duplicates or refusals), in the database's own event type; what it
+    /// returns is dropped (so `move |e| relay.notify_event(e.clone())`
+    /// will do). It runs on the saving task: keep it short, never block.
+    pub fn on_stored<R>(mut self, hook: impl Fn(&B::Event) -> R + Send + Sync + 'static) -> Self {
+        self.on_stored = Some(Box::new(move |event| {
+            hook(event);
+        }));
         self
     }
 
