@@ -325,7 +325,7 @@ pub enum RequestChoice {
     MadeUp(u64),
 }
 
-/// A `(created_at, id)` item.
+/// A NIP-77 item (`(id, created_at)`, a `LocalItem`).
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum ItemChoice {
     /// A root fed earlier, at its age.
