@@ -6,6 +6,7 @@ use nostr::message::SubscriptionId;
 use serde::{Deserialize, Serialize};
 
 use crate::info::RelayInfo;
+use crate::nip77::LocalItem;
 use crate::url::RelayUrl;
 
 /// Whether a subscription stays open for new events or ends at EOSE.
@@ -84,7 +85,7 @@ pub enum Command {
         /// The subscription id.
         subscription: SubscriptionId,
     },
-    /// Look up the store's `(created_at, id)` items matching `filter` (no
+    /// Look up the store's `(id, created_at)` items matching `filter` (no
     /// `limit`: all of them) and report them with [`Input::LocalItems`]
     /// carrying the same `request` (NIP-77 reconciliation, spec section 7).
     QueryLocalItems {
@@ -155,12 +156,14 @@ impl Command {
 pub enum Input<'a> {
     /// Nothing happened; time passed (call at [`Engine::next_wakeup`](crate::Engine::next_wakeup)).
     Tick,
-    /// An event the host stored (or, for `plan`, read) that may change the
-    /// catalog: a repository announcement (kind 30617), a root event (1617,
-    /// 1618, 1621) or a deletion request (kind 5). The engine routes it by
-    /// kind; any other kind is counted (`events_of_wrong_kind`) and ignored.
-    /// Feed only events the store accepted: a rejected event must not make
-    /// its repo or root a target.
+    /// An event the service's store holds (or, for `plan`, read) that may
+    /// change the catalog: a repository announcement (kind 30617), a root
+    /// event (1617, 1618, 1621) or a deletion request (kind 5). The engine
+    /// routes it by kind; any other kind is counted (`events_of_wrong_kind`)
+    /// and ignored. Feed only events the store holds (see "Catalog inputs
+    /// from elsewhere" on [`Engine`](crate::Engine)): after a sync's save,
+    /// only for [`StoreOutcome::Stored`]; a rejected event must not make its
+    /// repo or root a target.
     CatalogEvent(&'a Event),
     /// The relay's NIP-11 document (after [`Command::FetchRelayInfo`]).
     RelayInfo {
@@ -205,7 +208,10 @@ pub enum Input<'a> {
         /// The relay.
         relay: &'a RelayUrl,
     },
-    /// What the store did with an event from this relay.
+    /// What the store did with an event from this relay that was fed as a
+    /// verified [`Input::EventReceived`]: [`StoreOutcome::Rejected`] when
+    /// the acceptance check refused it (it was not stored) or the save
+    /// failed. Never for an unwanted or invalid event.
     EventStored {
         /// The relay.
         relay: &'a RelayUrl,
@@ -224,8 +230,10 @@ pub enum Input<'a> {
         relay: &'a RelayUrl,
         /// The command's `request`.
         request: u64,
-        /// `(created_at, id)` of every stored event matching the filter.
-        items: Option<&'a [(u64, EventId)]>,
+        /// `(id, created_at)` of every stored event matching the filter, in
+        /// any order: what rust-nostr's `NostrDatabase::negentropy_items`
+        /// returns, and what the I/O shell's store trait returns.
+        items: Option<&'a [LocalItem]>,
     },
     /// `["NEG-MSG", subscription, message]`.
     NegMsg {

@@ -63,22 +63,39 @@ const IGNORED_MEMORY: usize = 10_000;
 ///
 /// # The host's event path
 ///
-/// For each `EVENT` a relay sends:
+/// Each relay's messages go in in the order the relay sent them (an
+/// `EVENT`'s [`Input::EventReceived`] before the `EOSE` after it); only
+/// the store's answer ([`Input::EventStored`], step 5) may come later. For
+/// each `EVENT` a relay sends:
 ///
 /// 1. [`Engine::check_event`]: is the subscription ours, and does the event
-///    match its filters? If not, feed [`Input::EventReceived`] anyway (the
-///    engine counts it as unrequested or unmatched) and stop: do not pay
-///    for the signature.
-/// 2. Verify id and signature; on failure feed [`Input::EventInvalid`] and stop.
+///    match its filters? If not ([`EventCheck::Unrequested`],
+///    [`EventCheck::Unmatched`]), feed [`Input::EventReceived`] with the
+///    event *unverified* (the engine only counts it) and stop: no signature
+///    check, no `EventStored`, no store.
+/// 2. Verify id and signature; on failure feed [`Input::EventInvalid`] (not
+///    `EventReceived`) and stop. A host that remembers ids it verified
+///    may, for a repeated id, check only that the id is the event's hash.
 /// 3. Feed [`Input::EventReceived`] (it counts the event for its page).
 /// 4. [`Engine::check_acceptance`]: would the service take it? If not, feed
-///    [`Input::EventStored`] with [`StoreOutcome::Rejected`] (its id is then
-///    kept out of NIP-77 fetches) and stop.
-/// 5. Store it and feed [`Input::EventStored`] with the store's outcome.
-/// 6. When it was newly stored and is a catalog kind
-///    ([`is_catalog_kind`](crate::is_catalog_kind)), feed
+///    [`Input::EventStored`] with [`StoreOutcome::Rejected`] (the id is then
+///    kept out of NIP-77 fetches for a day) and stop: it is not stored.
+/// 5. Store it and feed [`Input::EventStored`] with the store's outcome
+///    ([`StoreOutcome::Stored`], `Duplicate`, or `Rejected`; a failed save
+///    counts as `Rejected`). A host that remembers the outcome for an id
+///    may feed it again for a repeated id instead of storing again.
+/// 6. Only when the outcome is [`StoreOutcome::Stored`] and the event is a
+///    catalog kind ([`is_catalog_kind`](crate::is_catalog_kind)), feed
 ///    [`Input::CatalogEvent`]: announcements, root events and deletions
-///    change what is synced.
+///    change what is synced. Never for a rejected event.
+///
+/// # Catalog inputs from elsewhere
+///
+/// [`Input::CatalogEvent`] also takes, and only takes, catalog events the
+/// service's store holds: at start, every one of them (a restored snapshot
+/// included); afterwards, those the service's own relay stores from its
+/// users (its write policy may ask [`Engine::check_acceptance`] first).
+/// Feeding one twice is harmless.
 #[derive(Clone, Debug)]
 pub struct Engine {
     /// The configuration, the output queue and the rejected ids: what every

@@ -69,12 +69,17 @@ pub mod url;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// The `nostr` crate this engine's types come from (0.45): use it for the
+/// [`Event`](nostr::event::Event), [`Filter`](nostr::filter::Filter) and id
+/// types you hand the engine, so that your versions always agree.
+pub use nostr;
+
 pub use acceptance::{check_acceptance, AcceptanceContext, Verdict};
 pub use command::{Command, EventCheck, Input, StoreOutcome, SubscriptionMode};
 pub use config::{Config, Timing};
 pub use engine::Engine;
 pub use info::{Budget, RelayInfo};
-pub use nip77::Nip77Support;
+pub use nip77::{LocalItem, Nip77Support};
 pub use relay::{GiveUpReason, RefusalReason, RelayState, RelayStats, RelayTimer};
 pub use snapshot::{Snapshot, SnapshotError};
 pub use status::{RelayStatus, Status};

@@ -16,9 +16,15 @@ use std::time::Duration;
 use negentropy::{Id, Negentropy, NegentropyStorageVector};
 use nostr::event::EventId;
 use nostr::filter::Filter;
+use nostr::types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::types::Time;
+
+/// One NIP-77 item: an event's id and its `created_at`, in the order
+/// rust-nostr's `NostrDatabase::negentropy_items` returns them. Every item
+/// list in this crate and in its host's store trait has this shape.
+pub type LocalItem = (EventId, Timestamp);
 
 /// Largest negentropy message we build (the crate's frame size limit): the
 /// value strfry and nostr-sdk use (128 KiB halved for hex, minus JSON overhead).
@@ -98,13 +104,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler over our `(created_at, id)` items (duplicates are fine).
-    pub fn new(items: impl IntoIterator<Item = (u64, EventId)>) -> Result<Self, Nip77Error> {
-        let mut storage = NegentropyStorageVector::new();
-        for (created_at, id) in items {
-            storage.insert(created_at, Id::from_byte_array(id.to_bytes()))?;
-        }
-        storage.seal()?;
+    /// A reconciler over our items (duplicates are fine).
+    pub fn new(items: impl IntoIterator<Item = LocalItem>) -> Result<Self, Nip77Error> {
+        let storage = sealed_storage(items)?;
         Ok(Reconciler {
             storage,
             need: BTreeSet::new(),
@@ -180,16 +182,24 @@ impl Reconciler {
 /// to `message` (hex in, hex out). The engine never needs it; simulated
 /// relays and tests do.
 pub fn respond(
-    items: impl IntoIterator<Item = (u64, EventId)>,
+    items: impl IntoIterator<Item = LocalItem>,
     message: &str,
 ) -> Result<String, Nip77Error> {
-    let mut storage = NegentropyStorageVector::new();
-    for (created_at, id) in items {
-        storage.insert(created_at, Id::from_byte_array(id.to_bytes()))?;
-    }
-    storage.seal()?;
+    let storage = sealed_storage(items)?;
     let mut neg = Negentropy::borrowed(&storage, FRAME_SIZE_LIMIT)?;
     Ok(to_hex(&neg.reconcile(&from_hex(message)?)?))
+}
+
+/// The negentropy storage of `items`, sealed.
+fn sealed_storage(
+    items: impl IntoIterator<Item = LocalItem>,
+) -> Result<NegentropyStorageVector, Nip77Error> {
+    let mut storage = NegentropyStorageVector::new();
+    for (id, created_at) in items {
+        storage.insert(created_at.as_secs(), Id::from_byte_array(id.to_bytes()))?;
+    }
+    storage.seal()?;
+    Ok(storage)
 }
 
 /// The `{"ids":[…]}` filters that fetch `ids`, grouped into REQs: at most
@@ -244,11 +254,11 @@ impl RejectedIds {
     }
 
     /// The remembered items with `created_at` at or after `since`.
-    pub fn items(&self, since: Option<u64>) -> impl Iterator<Item = (u64, EventId)> + '_ {
+    pub fn items(&self, since: Option<u64>) -> impl Iterator<Item = LocalItem> + '_ {
         self.by_id
             .iter()
             .filter(move |(_, (at, _))| since.is_none_or(|s| *at >= s))
-            .map(|(id, (at, _))| (*at, *id))
+            .map(|(id, (at, _))| (*id, Timestamp::from_secs(*at)))
     }
 
     /// Every remembered id with its `created_at` and rejection time, oldest
@@ -310,7 +320,11 @@ mod tests {
         EventId::from_byte_array(b)
     }
 
-    fn run(ours: &[(u64, EventId)], theirs: &[(u64, EventId)]) -> (BTreeSet<EventId>, u32) {
+    fn item(at: u64, n: u32) -> LocalItem {
+        (id(n), Timestamp::from_secs(at))
+    }
+
+    fn run(ours: &[LocalItem], theirs: &[LocalItem]) -> (BTreeSet<EventId>, u32) {
         let mut r = Reconciler::new(ours.iter().copied()).unwrap();
         let mut msg = r.initiate().unwrap();
         let mut rounds = 0;
@@ -328,18 +342,18 @@ mod tests {
 
     #[test]
     fn finds_exactly_what_we_lack() {
-        let theirs: Vec<(u64, EventId)> = (0..5000).map(|i| (1000 + i as u64, id(i))).collect();
-        let ours: Vec<(u64, EventId)> = theirs
+        let theirs: Vec<LocalItem> = (0..5000).map(|i| item(1000 + i as u64, i)).collect();
+        let ours: Vec<LocalItem> = theirs
             .iter()
             .copied()
-            .filter(|(at, _)| at % 100 != 0)
-            .chain([(5, id(90_000))]) // one they lack: not our business
+            .filter(|(_, at)| at.as_secs() % 100 != 0)
+            .chain([item(5, 90_000)]) // one they lack: not our business
             .collect();
         let (need, rounds) = run(&ours, &theirs);
         let expected: BTreeSet<EventId> = theirs
             .iter()
-            .filter(|(at, _)| at % 100 == 0)
-            .map(|(_, i)| *i)
+            .filter(|(_, at)| at.as_secs() % 100 == 0)
+            .map(|(i, _)| *i)
             .collect();
         assert_eq!(need, expected);
         assert!(rounds <= 4, "{rounds} rounds");
@@ -347,14 +361,14 @@ mod tests {
 
     #[test]
     fn equal_sets_need_nothing_and_empty_ours_needs_all() {
-        let theirs: Vec<(u64, EventId)> = (0..300).map(|i| (i as u64, id(i))).collect();
+        let theirs: Vec<LocalItem> = (0..300).map(|i| item(i as u64, i)).collect();
         assert!(run(&theirs, &theirs).0.is_empty());
         assert_eq!(run(&[], &theirs).0.len(), 300);
     }
 
     #[test]
     fn messages_are_deterministic() {
-        let items: Vec<(u64, EventId)> = (0..2000).map(|i| (i as u64 / 3, id(i))).collect();
+        let items: Vec<LocalItem> = (0..2000).map(|i| item(i as u64 / 3, i)).collect();
         let a = Reconciler::new(items.iter().copied()).unwrap();
         let b = Reconciler::new(items.iter().rev().copied()).unwrap();
         assert_eq!(a.initiate().unwrap(), b.initiate().unwrap());
@@ -362,7 +376,7 @@ mod tests {
 
     #[test]
     fn bad_messages_are_errors_not_panics() {
-        let mut r = Reconciler::new([(1, id(1))]).unwrap();
+        let mut r = Reconciler::new([item(1, 1)]).unwrap();
         assert_eq!(r.reconcile("zz"), Err(Nip77Error::Hex));
         assert_eq!(r.reconcile("abc"), Err(Nip77Error::Hex));
         assert!(r.reconcile("").is_err());
@@ -407,7 +421,7 @@ mod tests {
         assert!(small < 16_384 && small > 15_000, "{small}");
         assert_eq!(frame_size_limit(Some(100), &f), MIN_FRAME_SIZE_LIMIT);
         // Messages stay within the limit (hex is twice the bytes).
-        let theirs: Vec<(u64, EventId)> = (0..20_000).map(|i| (i as u64, id(i))).collect();
+        let theirs: Vec<LocalItem> = (0..20_000).map(|i| item(i as u64, i)).collect();
         let mut r = Reconciler::new([]).unwrap().with_frame_limit(small);
         let first = r.initiate().unwrap();
         let answer = respond(theirs.iter().copied(), &first).unwrap();

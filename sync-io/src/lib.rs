@@ -17,14 +17,28 @@
 //!   and by the `relay_message` fuzz harness alike;
 //! - [`pipeline`]: the intake's pieces (seen-id cache, reorder buffer,
 //!   verification jobs) and the verifier thread pool;
-//! - [`store`]: the [`EventStore`] trait, the embedded LMDB store and the
-//!   local-relay sink;
+//! - [`store`]: the [`EventStore`] trait, the embedded LMDB store, the
+//!   local-relay sink, and the store over a rust-nostr database (a relay
+//!   that embeds the sync);
+//! - [`compat`]: events of the host's `nostr` version ([`compat::ToSyncEvent`];
+//!   `nostr` 0.44 ⇄ 0.45 with the `nostr-044` feature);
 //! - [`persist`]: atomic snapshot files;
 //! - [`metrics`]: the Prometheus endpoint;
-//! - [`runner`]: the driver loop that ties them together (I/O only).
+//! - [`runner`]: the driver loop that ties them together (I/O only), the
+//!   [`RunnerBuilder`], and the service relay's [`Admission`].
+//!
+//! # Cargo features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `nostr-044` | `store::database::DatabaseStore044` over any `nostr-database` 0.44 database, `compat::v044` conversions; brings `nostr` 0.44 |
+//! | `relay-builder-044` | [`Admission`] as a `nostr-relay-builder` 0.44 `WritePolicy` (implies `nostr-044`) |
+//!
+//! Without them the crate uses one `nostr`, 0.45 (re-exported as [`nostr`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod intake;
@@ -37,7 +51,14 @@ pub mod runner;
 pub mod store;
 
 pub use config::IoConfig;
+/// The engine this shell runs.
 pub use grasp_sync_core as core;
+/// The `nostr` crate of the engine and of this shell (0.45; the same as
+/// `grasp_sync_core::nostr`).
+pub use nostr;
 
-pub use runner::{Activity, CatalogLoad, Runner, RunnerError, RunnerHandle};
+pub use runner::{
+    Activity, Admission, AdmissionError, CatalogLoad, Runner, RunnerBuilder, RunnerError,
+    RunnerHandle,
+};
 pub use store::{EventStore, StoreError};

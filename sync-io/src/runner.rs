@@ -1,8 +1,10 @@
-//! Starting and stopping a sync: [`Runner::start`] loads the saved state,
+//! Starting and stopping a sync: [`Runner::start`] (or a
+//! [`RunnerBuilder`], from [`Runner::builder`]) loads the saved state,
 //! starts the metrics endpoint and the store's catalog feed, and spawns the
 //! driver, one task that owns the [`Engine`] and is the only place its
 //! inputs are fed and its commands carried out; [`RunnerHandle`] asks it
-//! for status and shuts it down.
+//! for status and shuts it down, and an [`Admission`] lets the service's
+//! own relay ask it for the acceptance rule and hand it catalog events.
 //!
 //! The driver does I/O only: it spawns, sends and selects. Everything slow
 //! happens elsewhere and reports back: connection tasks
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use grasp_sync_core::{Engine, RelayUrl, Status, Time};
+use grasp_sync_core::{Engine, RelayUrl, Status, Time, Verdict};
 use nostr::event::{Event, EventBuilder, FinalizeEvent, Kind, Tag};
 use nostr::key::Keys;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,7 +34,11 @@ use crate::metrics::{self, IoCounters};
 use crate::persist;
 use crate::store::{EventStore, StoreError};
 
+mod admission;
+mod builder;
 mod driver;
+pub use admission::{Admission, AdmissionError};
+pub use builder::RunnerBuilder;
 use driver::Driver;
 
 /// Why the runner could not start or stopped badly.
@@ -68,6 +74,18 @@ enum Control {
     StatusActivity(oneshot::Sender<(Status, Activity)>),
     IoCounters(oneshot::Sender<IoCounters>),
     Activity(oneshot::Sender<Activity>),
+    /// The service's relay asks for the acceptance rule; `feed`: an
+    /// accepted catalog event goes to the catalog too.
+    Admit {
+        event: Box<Event>,
+        feed: bool,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// The service's relay stored this event.
+    Catalog {
+        event: Box<Event>,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown,
 }
 
@@ -118,6 +136,8 @@ impl std::fmt::Debug for Control {
             Control::StatusActivity(_) => "StatusActivity",
             Control::IoCounters(_) => "IoCounters",
             Control::Activity(_) => "Activity",
+            Control::Admit { .. } => "Admit",
+            Control::Catalog { .. } => "Catalog",
             Control::Shutdown => "Shutdown",
         })
     }
@@ -152,6 +172,22 @@ impl RunnerHandle {
         let (tx, rx) = oneshot::channel();
         self.control.send(Control::Activity(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// The service relay's way in: the acceptance rule for its write
+    /// policy, and catalog events it stored (see [`Admission`]).
+    pub fn admission(&self) -> Admission {
+        Admission::new(&self.control)
+    }
+
+    /// Tells the engine of an event the service's relay stored (see
+    /// [`Admission::catalog_event`]): a repository announced on the
+    /// service itself is then synced.
+    pub async fn catalog_event(
+        &self,
+        event: &impl crate::compat::ToSyncEvent,
+    ) -> Result<(), AdmissionError> {
+        self.admission().catalog_event(event).await
     }
 
     /// Where the Prometheus endpoint listens, when configured.
@@ -214,8 +250,17 @@ impl Runner {
     /// starts fresh), starts the metrics endpoint and the catalog feed of
     /// `store`, and spawns the driver.
     pub async fn start(
+        config: IoConfig,
+        store: Arc<dyn EventStore>,
+    ) -> Result<RunnerHandle, RunnerError> {
+        RunnerBuilder::new(config).start_shared(store).await
+    }
+
+    async fn spawn(
         mut config: IoConfig,
         store: Arc<dyn EventStore>,
+        control_tx: mpsc::Sender<Control>,
+        control_rx: mpsc::Receiver<Control>,
     ) -> Result<RunnerHandle, RunnerError> {
         config.engine.auth_enabled = config.auth_keys.is_some();
         let now = wall_clock();
@@ -248,7 +293,6 @@ impl Runner {
             let _ = loaded_tx.send(load);
         });
 
-        let (control_tx, control_rx) = mpsc::channel(64);
         let mut driver = Driver::new(config, engine, store);
         let task = tokio::spawn(async move {
             let result = driver

@@ -321,10 +321,10 @@ fn play(ops: &[Op], auth: bool, nip77: bool) -> Run {
             Op::LocalItems { req, ok } => {
                 if !requests.is_empty() {
                     let (r, request) = requests[req % requests.len()];
-                    let items: Vec<(u64, nostr::event::EventId)> = events
+                    let items: Vec<grasp_sync_core::LocalItem> = events
                         .iter()
                         .step_by(2)
-                        .map(|e| (e.created_at.as_secs(), e.id))
+                        .map(|e| (e.id, e.created_at))
                         .collect();
                     engine.handle_input(
                         now,

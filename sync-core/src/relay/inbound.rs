@@ -3,7 +3,7 @@
 //! lookup in the owner index), and what the part returns is applied. The
 //! routing table of refusals (spec section 5) is [`Relay::refuse`].
 
-use nostr::event::{Event, EventId};
+use nostr::event::Event;
 use nostr::message::SubscriptionId;
 
 use super::auth::AuthOutcome;
@@ -13,6 +13,7 @@ use super::{event_layer, layer_index, GiveUpReason, RefusalReason, Relay, Shared
 use crate::backoff::exponential;
 use crate::command::{EventCheck, StoreOutcome, SubscriptionMode};
 use crate::config::Timing;
+use crate::nip77::LocalItem;
 use crate::types::Time;
 
 impl Relay {
@@ -288,7 +289,7 @@ impl Relay {
     pub(crate) fn on_local_items(
         &mut self,
         request: u64,
-        items: Option<&[(u64, EventId)]>,
+        items: Option<&[LocalItem]>,
         now: Time,
         sh: &mut Shared,
     ) {

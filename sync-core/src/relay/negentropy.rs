@@ -23,7 +23,7 @@ use crate::command::SubscriptionMode;
 use crate::config::Timing;
 use crate::filters::matches;
 use crate::info::Budget;
-use crate::nip77::{self, Nip77Support, Reconciler, RejectedIds};
+use crate::nip77::{self, LocalItem, Nip77Support, Reconciler, RejectedIds};
 use crate::types::{TargetKey, Time};
 
 /// A pack carried out with NIP-77: its filters are reconciled one after the
@@ -229,7 +229,7 @@ impl NegJobs {
     pub fn on_local_items(
         &mut self,
         request: u64,
-        items: Option<&[(u64, EventId)]>,
+        items: Option<&[LocalItem]>,
         rejected: &RejectedIds,
         max_message_length: Option<u32>,
         now: Time,

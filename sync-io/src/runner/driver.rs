@@ -7,8 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_sync_core::{Command, Engine, Input, RelayInfo, RelayUrl, StoreOutcome, Time};
-use nostr::event::{Event, EventId};
+use grasp_sync_core::{
+    is_catalog_kind, Command, Engine, Input, LocalItem, RelayInfo, RelayUrl, StoreOutcome, Time,
+    Verdict,
+};
+use nostr::event::Event;
 use nostr::filter::Filter;
 use nostr::message::ClientMessage;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -48,7 +51,7 @@ enum Done {
     Items {
         relay: RelayUrl,
         request: u64,
-        items: Result<Vec<(u64, EventId)>, StoreError>,
+        items: Result<Vec<LocalItem>, StoreError>,
     },
     /// A snapshot write finished.
     Snapshot(Result<(), String>),
@@ -196,6 +199,13 @@ impl Driver {
                     Some(Control::Activity(reply)) => { let _ = reply.send(self.activity()); }
                     Some(Control::StatusActivity(reply)) => {
                         let _ = reply.send((self.engine.status(), self.activity()));
+                    }
+                    Some(Control::Admit { event, feed, reply }) => {
+                        let _ = reply.send(self.admit(&event, feed));
+                    }
+                    Some(Control::Catalog { event, reply }) => {
+                        self.host_catalog_event(&event);
+                        let _ = reply.send(());
                     }
                     Some(Control::Shutdown) | None => return self.shutdown().await,
                 },
@@ -390,19 +400,14 @@ impl Driver {
         }
     }
 
-    /// Asks the store for the `(created_at, id)` items matching `filter`
+    /// Asks the store for the `(id, created_at)` items matching `filter`
     /// (off the driver loop); the answer comes back as `Input::LocalItems`.
     fn query_local_items(&mut self, relay: RelayUrl, request: u64, filter: Filter) {
         self.items_in_flight += 1;
         let store = Arc::clone(&self.store);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let items = store.negentropy_items(filter).await.map(|items| {
-                items
-                    .into_iter()
-                    .map(|(id, at)| (at.as_secs(), id))
-                    .collect()
-            });
+            let items = store.negentropy_items(filter).await;
             let _ = tx.send(Done::Items {
                 relay,
                 request,
@@ -415,7 +420,7 @@ impl Driver {
         &mut self,
         relay: RelayUrl,
         request: u64,
-        items: Result<Vec<(u64, EventId)>, StoreError>,
+        items: Result<Vec<LocalItem>, StoreError>,
     ) {
         let items = match items {
             Ok(items) => Some(items),
@@ -523,6 +528,26 @@ impl Driver {
             relay: &relay,
             info,
         });
+    }
+
+    // ----- the service's own relay ------------------------------------------
+
+    /// The acceptance rule for an event the service's relay received; with
+    /// `feed`, an accepted catalog event goes to the catalog at once.
+    fn admit(&mut self, event: &Event, feed: bool) -> Verdict {
+        let verdict = self.engine.check_acceptance(event);
+        if feed && verdict.is_accept() {
+            self.host_catalog_event(event);
+        }
+        verdict
+    }
+
+    /// An event the service's relay stored: a catalog input when it is
+    /// an announcement, a root event or a deletion.
+    fn host_catalog_event(&mut self, event: &Event) {
+        if is_catalog_kind(event.kind.as_u16()) {
+            self.input(Input::CatalogEvent(event));
+        }
     }
 
     // ----- connections, verification, the store --------------------------

@@ -1,16 +1,19 @@
-//! Where synced events go: the [`EventStore`] trait and its two
-//! implementations, the embedded LMDB database ([`lmdb::LmdbStore`]) and the
-//! sink that publishes to the service's own relay ([`relay_sink::RelaySink`]).
+//! Where synced events go: the [`EventStore`] trait and its implementations:
+//! the embedded LMDB database ([`lmdb::LmdbStore`]), the sink that publishes
+//! to the service's own relay ([`relay_sink::RelaySink`]), and the database
+//! of a relay that embeds the sync, any rust-nostr `NostrDatabase`
+//! ([`database::DatabaseStore`], and `DatabaseStore044` for `nostr` 0.44
+//! with the `nostr-044` feature).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use grasp_sync_core::StoreOutcome;
-use nostr::event::{Event, EventId};
+use grasp_sync_core::{LocalItem, StoreOutcome};
+use nostr::event::Event;
 use nostr::filter::Filter;
-use nostr::types::Timestamp;
 use tokio::sync::mpsc;
 
+pub mod database;
 pub mod lmdb;
 pub mod relay_sink;
 
@@ -55,12 +58,13 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The `(id, created_at)` of every stored event matching `filter` (its
-    /// `limit` ignored): our side of a NIP-77 reconciliation. An error makes
-    /// the engine page that filter with REQ instead.
-    fn negentropy_items(
-        &self,
-        filter: Filter,
-    ) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, StoreError>>;
+    /// `limit` ignored): our side of a NIP-77 reconciliation, handed to the
+    /// engine as they are ([`Input::LocalItems`](grasp_sync_core::Input::LocalItems)
+    /// takes the same [`LocalItem`]s, which is also what rust-nostr's
+    /// `NostrDatabase::negentropy_items` returns). An error makes the engine
+    /// page that filter with REQ instead.
+    fn negentropy_items(&self, filter: Filter)
+        -> BoxFuture<'_, Result<Vec<LocalItem>, StoreError>>;
 
     /// Flushes pending writes and releases the store.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -1,6 +1,7 @@
 //! NIP-77 reconciliation against a fake relay that answers with the negentropy crate.
 
 use super::*;
+use crate::nip77::LocalItem;
 
 /// How the fake relay treats NEG-OPEN.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,11 +47,11 @@ impl NegWorld {
         }
     }
 
-    fn items(events: &[Event], f: &Filter) -> Vec<(u64, EventId)> {
+    fn items(events: &[Event], f: &Filter) -> Vec<LocalItem> {
         events
             .iter()
             .filter(|e| f.match_event(e, nostr::filter::MatchEventOptions::new()))
-            .map(|e| (e.created_at.as_secs(), e.id))
+            .map(|e| (e.id, e.created_at))
             .collect()
     }
 

@@ -15,11 +15,12 @@ use arbitrary::{Arbitrary, Unstructured};
 use grasp_sync_core::nip77;
 use grasp_sync_core::types::is_root_kind;
 use grasp_sync_core::{
-    is_catalog_kind, Budget, Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl,
-    RepoCoord, ServiceId, Snapshot, StoreOutcome, Time,
+    is_catalog_kind, Budget, Command, Config, Engine, EventCheck, Input, LocalItem, RelayInfo,
+    RelayUrl, RepoCoord, ServiceId, Snapshot, StoreOutcome, Time,
 };
 use nostr::event::{Event, EventId};
 use nostr::message::SubscriptionId;
+use nostr::types::Timestamp;
 
 use super::oracle::BudgetOracle;
 use crate::fixtures::{self, pubkey, SERVICE, T0};
@@ -324,7 +325,7 @@ pub enum RequestChoice {
     MadeUp(u64),
 }
 
-/// A `(created_at, id)` item.
+/// A NIP-77 item (`(id, created_at)`, a `LocalItem`).
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum ItemChoice {
     /// A root fed earlier, at its age.
@@ -583,16 +584,18 @@ impl Harness {
         }
     }
 
-    fn items(&self, choices: &[ItemChoice]) -> Vec<(u64, EventId)> {
+    fn items(&self, choices: &[ItemChoice]) -> Vec<LocalItem> {
         choices
             .iter()
             .map(|c| match *c {
-                ItemChoice::Root(i, age) if !self.roots.is_empty() => {
-                    (self.created(age), self.roots[i as usize % self.roots.len()])
-                }
-                ItemChoice::Root(i, age) | ItemChoice::MadeUp(i, age) => {
-                    (self.created(age), EventId::from_byte_array([i; 32]))
-                }
+                ItemChoice::Root(i, age) if !self.roots.is_empty() => (
+                    self.roots[i as usize % self.roots.len()],
+                    Timestamp::from_secs(self.created(age)),
+                ),
+                ItemChoice::Root(i, age) | ItemChoice::MadeUp(i, age) => (
+                    EventId::from_byte_array([i; 32]),
+                    Timestamp::from_secs(self.created(age)),
+                ),
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use grasp_sync_core::nip77;
-use grasp_sync_core::RelayUrl;
+use grasp_sync_core::{LocalItem, RelayUrl};
 use nostr::event::{Event, EventId};
 use nostr::filter::{Filter, MatchEventOptions};
 use nostr::message::SubscriptionId;
@@ -28,12 +28,12 @@ pub enum Nip77Behaviour {
     Drop,
 }
 
-/// `(created_at, id)` of every event in `events` matching `filter`.
-pub(super) fn items(events: &BTreeMap<EventId, Event>, filter: &Filter) -> Vec<(u64, EventId)> {
+/// `(id, created_at)` of every event in `events` matching `filter`.
+pub(super) fn items(events: &BTreeMap<EventId, Event>, filter: &Filter) -> Vec<LocalItem> {
     events
         .values()
         .filter(|e| filter.match_event(e, MatchEventOptions::new()))
-        .map(|e| (e.created_at.as_secs(), e.id))
+        .map(|e| (e.id, e.created_at))
         .collect()
 }
 
