@@ -166,6 +166,8 @@ pub struct Totals {
     pub reconcile_ids_needed: u64,
     /// Filters that fell back from NIP-77 to paged REQ.
     pub reconcile_fallbacks: u64,
+    /// Filters paged because reconciling them would not pay.
+    pub reconcile_declined: u64,
     /// Refusals by reason.
     pub refusals: BTreeMap<RefusalReason, u64>,
 }
@@ -226,6 +228,7 @@ impl Status {
             t.reconciliations += r.stats.reconciliations;
             t.reconcile_ids_needed += r.stats.reconcile_ids_needed;
             t.reconcile_fallbacks += r.stats.reconcile_fallbacks;
+            t.reconcile_declined += r.stats.reconcile_declined;
             for (k, v) in &r.stats.refusals {
                 *t.refusals.entry(*k).or_insert(0) += v;
             }

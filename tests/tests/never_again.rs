@@ -21,11 +21,8 @@
 //!   network I/O under it) must be tested in the shell (`sync-io`).
 //! * Items 9 and 10 (negentropy disabled forever because rejected events
 //!   counted as missing; negentropy against an empty local set) concern
-//!   NIP-77 reconciliation, which the engine does not implement yet (every
-//!   pack is carried out as a paginated REQ; see the `Pack` seam in
-//!   `relay.rs`). Their regression tests belong to the NIP-77 work: they need
-//!   the NEG-OPEN/NEG-MSG commands and the store's id set (stored plus
-//!   rejected ids) as inputs, none of which exist in the API today.
+//!   NIP-77 reconciliation: their tests are in `never_again_nip77.rs`, with
+//!   a relay that reconciles played by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

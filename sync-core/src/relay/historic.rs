@@ -269,7 +269,12 @@ impl Historic {
         let mut i = 0;
         while !alone && i < self.queue.len() && filters < max_filters {
             let p = &self.queue[i];
-            if p.ready_at <= now && !p.alone && filters + p.open_filters() <= max_filters {
+            // A pack bound for NIP-77 is not paged along.
+            if p.ready_at <= now
+                && !p.alone
+                && (p.paged || !reconcile)
+                && filters + p.open_filters() <= max_filters
+            {
                 filters += p.open_filters();
                 if let Some(p) = self.queue.remove(i) {
                     packs.push(p);

@@ -43,11 +43,13 @@ pub(crate) struct NegJob {
 enum NegStep {
     /// Waiting for the host's local items.
     Items { request: u64 },
-    /// NEG-OPEN sent; rounds under way. `answered`: the relay said something.
+    /// NEG-OPEN sent; rounds under way. `answered`: the relay said something;
+    /// `local`: how many items we reconcile with (see [`worth_fetching`]).
     Reconcile {
         sub: SubscriptionId,
         reconciler: Box<Reconciler>,
         answered: bool,
+        local: usize,
     },
     /// Fetching the needed ids: one REQ on the wire, the rest waiting.
     /// `got`: the wanted ids that arrived (a relay may cap the REQ silently;
@@ -217,6 +219,15 @@ impl NegJobs {
         }
     }
 
+    /// The current filter is paged because reconciling it does not pay
+    /// (see [`worth_reconciling`] and [`worth_fetching`]): no fallback, no
+    /// change to what we know of the relay's support; the job moves on.
+    fn decline(&mut self, mut job: NegJob, now: Time, out: &mut RelayOut<'_>) -> JobDone {
+        out.stats.reconcile_declined += 1;
+        job.filter += 1;
+        self.advance(job, now, out)
+    }
+
     /// The current filter falls back to paged REQ; the job moves on.
     pub fn fall_back(&mut self, mut job: NegJob, now: Time, out: &mut RelayOut<'_>) -> JobDone {
         out.stats.reconcile_fallbacks += 1;
@@ -251,6 +262,10 @@ impl NegJobs {
         let Some(items) = items else {
             return Some(self.fall_back(job, now, out));
         };
+        let local = items.len() + rejected.items(job.pack.since).count();
+        if !worth_reconciling(local, job.pack.rescued) {
+            return Some(self.decline(job, now, out));
+        }
         let ours = items.iter().copied().chain(rejected.items(job.pack.since));
         let filter = job.pack.whole_filter(job.filter);
         let limit = filter.as_ref().map_or(nip77::FRAME_SIZE_LIMIT, |f| {
@@ -267,6 +282,7 @@ impl NegJobs {
                     sub,
                     reconciler: Box::new(reconciler),
                     answered: false,
+                    local,
                 };
                 job.last_activity = now;
                 self.jobs.push(job);
@@ -294,6 +310,7 @@ impl NegJobs {
         let NegStep::Reconcile {
             reconciler,
             answered,
+            local,
             ..
         } = &mut job.step
         else {
@@ -315,9 +332,13 @@ impl NegJobs {
                     self.support = Nip77Support::Supported;
                 }
                 let need = reconciler.take_need();
+                let local = *local;
                 out.neg_close(sub);
                 out.stats.reconciliations += 1;
                 out.stats.reconcile_ids_needed += need.len() as u64;
+                if !worth_fetching(need.len(), local, budget.page_limit, job.pack.rescued) {
+                    return Some(self.decline(job, now, out));
+                }
                 let reqs = id_fetches(&need, budget).into();
                 Some(self.send_fetch(job, reqs, now, out))
             }
@@ -600,6 +621,27 @@ impl NegJobs {
             RelayTimer::NegTimeout,
         )
     }
+}
+
+/// Whether a filter is worth reconciling, given how many items we hold for
+/// it (`local`: the store's matching events plus the ids it rejected). With
+/// none, NIP-77 would list every id the relay holds and then fetch them all
+/// by id: on the sync bench (50,000 issues, LocalRelay) that was 2.2× slower
+/// and 5.5× more CPU on the relay than paging ("never again" item 10). A
+/// rescue of filters paging could not prove always reconciles: paging was
+/// already tried.
+fn worth_reconciling(local: usize, rescue: bool) -> bool {
+    rescue || local > 0
+}
+
+/// Whether the `need` ids a reconciliation found missing are worth fetching
+/// by id rather than paging the filter. Paging brings what we lack plus what
+/// we hold (`local`), so when we lack more than we hold it downloads at most
+/// twice what the ids would, and costs the relay far less per event than
+/// id lookups; up to one page (`page_limit`) the ids are fetched whatever
+/// we hold. A rescue always fetches by id (its filter could not be paged).
+fn worth_fetching(need: usize, local: usize, page_limit: u32, rescue: bool) -> bool {
+    rescue || need <= local.max(page_limit as usize)
 }
 
 /// The `{"ids":…}` REQs that fetch `ids` within the budget: per filter no

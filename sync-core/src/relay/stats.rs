@@ -231,6 +231,10 @@ pub struct RelayStats {
     pub reconcile_ids_needed: u64,
     /// Filters that fell back from NIP-77 to paged REQ.
     pub reconcile_fallbacks: u64,
+    /// Filters paged by choice because reconciling them would not pay (an
+    /// empty local set, or more missing than held); not a fallback.
+    #[serde(default)]
+    pub reconcile_declined: u64,
     /// Refusals seen, by reason.
     pub refusals: BTreeMap<RefusalReason, u64>,
 }

@@ -250,6 +250,13 @@ const RELAY_DEFS: &[Def] = &[
         get: |r, _| Some(r.stats.reconcile_fallbacks),
     },
     Def {
+        name: "reconcile_declined",
+        help: "Filters paged because reconciling them would not pay",
+        counter: true,
+        total: Total::Sum("reconcile_declined"),
+        get: |r, _| Some(r.stats.reconcile_declined),
+    },
+    Def {
         name: "last_eose_timestamp_seconds",
         help: "Time of the last EOSE (unix seconds)",
         counter: false,

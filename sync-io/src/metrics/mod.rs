@@ -61,6 +61,7 @@
 //! | `relay_reconciliations_total` | `reconciliations_total` | counter | NIP-77 reconciliations completed (one per filter) |
 //! | `relay_reconcile_ids_needed_total` | `reconcile_ids_needed_total` | counter | ids NIP-77 found missing (then fetched by id) |
 //! | `relay_reconcile_fallbacks_total` | `reconcile_fallbacks_total` | counter | filters that fell back from NIP-77 to paged REQ |
+//! | `relay_reconcile_declined_total` | `reconcile_declined_total` | counter | filters paged because reconciling them would not pay (empty local set, more missing than held) |
 //! | `relay_refusals_total{reason}` | `refusals_total{reason}` | counter | refusals by reason (`rate-limited`, `restricted`, `notice`, …) |
 //! | `relay_last_eose_timestamp_seconds` | `last_eose_timestamp_seconds` | gauge | last EOSE, when present; the total is the newest |
 //! | `relay_frames_received_total` | `frames_received_total` | counter | websocket frames read (I/O) |
