@@ -203,17 +203,27 @@ impl From<RepoCoord> for RawCoord {
     }
 }
 
+const COORD_PREFIX: &str = "30617:";
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 impl RepoCoord {
     /// A coordinate from its parts.
     pub fn new(author: PublicKey, identifier: impl Into<String>) -> Self {
         let identifier = identifier.into();
-        let text = format!(
-            "{}:{}:{}",
-            KIND_REPO_ANNOUNCEMENT,
-            author.to_hex(),
-            identifier
-        )
-        .into();
+        // Built by hand: `format!` with `to_hex` allocated twice per coordinate,
+        // and coordinates are made for every tag of every event checked.
+        let mut text = String::with_capacity(COORD_PREFIX.len() + 64 + 1 + identifier.len());
+        text.push_str(COORD_PREFIX);
+        for b in author.as_bytes() {
+            text.push(HEX_DIGITS[usize::from(b >> 4)] as char);
+            text.push(HEX_DIGITS[usize::from(b & 0x0f)] as char);
+        }
+        text.push(':');
+        text.push_str(&identifier);
+        Self::from_parts(author, identifier, text.into_boxed_str())
+    }
+
+    fn from_parts(author: PublicKey, identifier: String, text: Box<str>) -> Self {
         let mut first = [0u8; 8];
         first.copy_from_slice(&author.as_bytes()[..8]);
         RepoCoord {
@@ -302,9 +312,12 @@ impl FromStr for RepoCoord {
         if author.len() != 64 {
             return Err(CoordError::Author(author.to_owned()));
         }
-        let author =
-            PublicKey::from_hex(author).map_err(|_| CoordError::Author(author.to_owned()))?;
-        Ok(RepoCoord::new(author, d))
+        let key = PublicKey::from_hex(author).map_err(|_| CoordError::Author(author.to_owned()))?;
+        if author.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Ok(RepoCoord::new(key, d));
+        }
+        // Already the canonical text: keep it rather than writing it again.
+        Ok(RepoCoord::from_parts(key, d.to_owned(), s.into()))
     }
 }
 
@@ -362,6 +375,43 @@ impl Layer {
             Layer::Discovery => "discovery",
             Layer::Repo => "repo",
             Layer::Root => "root",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+    #[test]
+    fn a_coordinate_reads_and_writes_the_same_text() {
+        let text = format!("30617:{KEY}:my-repo");
+        let parsed: RepoCoord = text.parse().unwrap();
+        let built = RepoCoord::new(PublicKey::from_hex(KEY).unwrap(), "my-repo");
+        assert_eq!(parsed, built);
+        assert_eq!(parsed.as_str(), text);
+        assert_eq!(built.as_str(), text);
+        assert_eq!(parsed.cmp(&built), std::cmp::Ordering::Equal);
+    }
+
+    #[test]
+    fn an_uppercase_author_is_written_in_lowercase() {
+        let upper = format!("30617:{}:r", KEY.to_uppercase());
+        let parsed: RepoCoord = upper.parse().unwrap();
+        assert_eq!(parsed.as_str(), format!("30617:{KEY}:r"));
+    }
+
+    #[test]
+    fn malformed_coordinates_are_refused() {
+        for bad in [
+            "30617:abc:r",
+            &format!("30618:{KEY}:r"),
+            "30617",
+            &format!("30617:{KEY}"),
+        ] {
+            assert!(bad.parse::<RepoCoord>().is_err(), "{bad}");
         }
     }
 }

@@ -184,6 +184,14 @@ mod grasp {
 
             let mut engine = Config::new(ServiceId::parse(SERVICE).expect("service"));
             engine.allow_private = true;
+            if let Some(limit) = std::env::var("BENCH_PAGE_LIMIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                engine.default_budget.page_limit = limit;
+                engine.default_budget.max_page_limit =
+                    engine.default_budget.max_page_limit.max(limit);
+            }
             let io = IoConfig::new(engine);
 
             let before = Usage::now();

@@ -166,6 +166,19 @@ impl Historic {
         }
     }
 
+    /// Whether the repo layer's pass is under way: a repo pack on the wire,
+    /// or queued without a failure yet (one backing off after failures does
+    /// not hold the roots up).
+    pub fn repo_pass_running(&self) -> bool {
+        self.active
+            .values()
+            .any(|r| r.packs.iter().any(|p| p.layer == Layer::Repo))
+            || self
+                .queue
+                .iter()
+                .any(|p| p.layer == Layer::Repo && p.attempts == 0)
+    }
+
     /// Puts a pack first in the queue, ready at `ready_at`.
     pub fn push_front(&mut self, mut pack: Pack, ready_at: Time) {
         pack.ready_at = ready_at;
@@ -200,20 +213,25 @@ impl Historic {
     /// (`reconcile`) or sends it, with more ready packs, as one REQ within
     /// the filters-per-REQ budget. While a probe finds out whether the relay
     /// speaks NIP-77 (`probing`), only packs already bound for paged REQ go.
+    ///
+    /// Packs of roots newly found wait while the repo layer's pass is under
+    /// way (`hold_roots`): the roots its pages bring then go out in full
+    /// packs, and the relay answers one kind of query at a time. (Catch-ups
+    /// and daily passes queue full packs already and do not wait.)
     pub fn next(
         &mut self,
         now: Time,
         budget: &Budget,
-        probing: bool,
-        reconcile: bool,
+        (probing, reconcile, hold_roots): (bool, bool, bool),
         out: &mut RelayOut<'_>,
     ) -> Taken {
         let mut released = Vec::new();
         self.queue.retain(|p| !p.targets.is_empty());
+        let held = |p: &Pack| hold_roots && p.layer == Layer::Root && p.batch_started.is_some();
         let Some(first) = self
             .queue
             .iter()
-            .position(|p| p.ready_at <= now && (p.paged || !probing))
+            .position(|p| p.ready_at <= now && (p.paged || !probing) && !held(p))
         else {
             return Taken {
                 next: Next::Idle,
@@ -272,6 +290,7 @@ impl Historic {
             // A pack bound for NIP-77 is not paged along.
             if p.ready_at <= now
                 && !p.alone
+                && !held(p)
                 && (p.paged || !reconcile)
                 && filters + p.open_filters() <= max_filters
             {
@@ -742,7 +761,7 @@ mod tests {
         }
         assert_eq!(h.queued_len(), 12);
         let mut w = Wire::new();
-        let taken = h.next(t0, &budget, false, false, &mut w.out());
+        let taken = h.next(t0, &budget, (false, false, false), &mut w.out());
         assert!(matches!(taken.next, Next::Sent));
         assert!(taken.released.is_empty());
         let reqs = w.reqs();
@@ -766,7 +785,7 @@ mod tests {
         h.enqueue_all(vec![root(1), root(2)], None, t0, 100);
         h.enqueue_all(vec![root(2), root(3)], None, t0, 100);
         let mut w = Wire::new();
-        let taken = h.next(t0, &budget, false, false, &mut w.out());
+        let taken = h.next(t0, &budget, (false, false, false), &mut w.out());
         assert_eq!(taken.released, vec![root(2)]);
         assert_eq!(h.queued_len(), 0);
     }
@@ -779,7 +798,7 @@ mod tests {
         h.enqueue_new(root(1), t0, 10, &Timing::default());
         let mut w = Wire::new();
         assert!(matches!(
-            h.next(t0, &budget, false, true, &mut w.out()).next,
+            h.next(t0, &budget, (false, true, false), &mut w.out()).next,
             Next::Idle
         ));
         assert_eq!(
@@ -788,7 +807,8 @@ mod tests {
         );
         let later = t0.plus(Timing::default().batch_quiet);
         assert!(matches!(
-            h.next(later, &budget, false, true, &mut w.out()).next,
+            h.next(later, &budget, (false, true, false), &mut w.out())
+                .next,
             Next::Reconcile(_)
         ));
         assert!(w.out.is_empty(), "a reconciled pack sends no REQ here");

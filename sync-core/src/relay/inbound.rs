@@ -133,7 +133,8 @@ impl Relay {
         self.stats.refused(refusal.reason());
         self.subs.forget(sub);
         let t = sh.config.timing.clone();
-        // A rate limit or a subscription cap: the same work again at `retry`.
+        // A rate limit or a subscription cap: the same work again at `retry`,
+        // within the budget it taught.
         let retry = self.throttle(refusal, now, &t);
         let owner = match owner {
             Some(Owner::NegOpen | Owner::NegFetch) => {
@@ -146,11 +147,20 @@ impl Relay {
                         }
                     }
                 }
+                if retry.is_some() {
+                    self.fit_budget(now, sh);
+                }
                 self.pump(now, sh);
                 return;
             }
             Some(owner) => owner,
-            None => return, // a subscription we no longer hold
+            None => {
+                // A subscription we no longer hold; what it taught still holds.
+                if retry.is_some() {
+                    self.fit_budget(now, sh);
+                }
+                return;
+            }
         };
         match refusal {
             Refusal::RateLimited | Refusal::TooManySubscriptions => {
@@ -184,6 +194,9 @@ impl Relay {
                 let at = now.plus(self.rng.jitter(delay, t.backoff_jitter));
                 self.live.retry(sub, now, at, true);
             }
+        }
+        if retry.is_some() {
+            self.fit_budget(now, sh);
         }
         self.pump(now, sh);
     }

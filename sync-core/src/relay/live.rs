@@ -465,18 +465,14 @@ impl LiveSet {
     /// missed; an update keeps the `since` of the REQ it replaces. A group
     /// opening after a gap catches up on it in the same REQ. Returns whether
     /// some targets have no live subscription (no slot): poll them.
-    pub fn flush(
-        &mut self,
-        now: Time,
-        slots: Slots,
-        shape: &Shape,
-        out: &mut RelayOut<'_>,
-    ) -> bool {
+    /// Closes open groups beyond `live_cap` (newest first), and groups
+    /// that became empty; opens nothing. Returns how many stay open. (Their
+    /// targets are then polled until a slot frees.)
+    pub fn shed(&mut self, live_cap: usize, now: Time, out: &mut RelayOut<'_>) -> usize {
         let mut open = self.open_count();
-        // Close open groups beyond the cap, and groups that became empty.
         for g in self.groups.iter_mut().rev() {
             if let GroupState::Open { sub, .. } = &g.state {
-                if open > slots.live_cap || g.packs.is_empty() {
+                if open > live_cap || g.packs.is_empty() {
                     out.unsubscribe(sub);
                     if g.packs.is_empty() {
                         g.state = GroupState::Closed; // dropped below
@@ -488,6 +484,17 @@ impl LiveSet {
             }
         }
         self.groups.retain(|g| g.is_open() || !g.packs.is_empty());
+        open
+    }
+
+    pub fn flush(
+        &mut self,
+        now: Time,
+        slots: Slots,
+        shape: &Shape,
+        out: &mut RelayOut<'_>,
+    ) -> bool {
+        let mut open = self.shed(slots.live_cap, now, out);
         for g in &mut self.groups {
             if !g.wants_send() || g.retry_at > now || g.packs.is_empty() {
                 continue;

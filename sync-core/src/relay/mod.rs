@@ -394,16 +394,38 @@ impl Relay {
         } else {
             self.live.mark_stale(); // packed at the next connect
         }
-        self.shed_historic(now, sh);
+        self.fit_budget(now, sh);
         self.pump(now, sh);
     }
 
-    /// Closes historic REQs and NIP-77 jobs beyond a budget that shrank
-    /// under them (a NIP-11 document that arrived after the first wave),
-    /// keeping their pagination for later.
-    fn shed_historic(&mut self, now: Time, sh: &mut Shared) {
+    /// How many live subscriptions `max` slots leave room for: all but one
+    /// (history always gets a slot); with a single slot, live waits until
+    /// history is done.
+    fn live_cap(&self, max: usize) -> usize {
+        let historic_waiting = !self.historic.is_idle() || !self.neg.is_empty();
+        if max >= 2 {
+            max - 1
+        } else if historic_waiting {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Fits what is open into a budget that shrank under it (a NIP-11
+    /// document that arrived after the first wave, a rate limit or a
+    /// subscription cap): live groups beyond their share close (their
+    /// targets are polled meanwhile), then historic REQs and NIP-77 jobs,
+    /// newest first, keeping their pagination for later. Only CLOSEs go
+    /// out, so this is fine during a cool-down.
+    fn fit_budget(&mut self, now: Time, sh: &mut Shared) {
         let max = self.budget(&sh.config).max_subscriptions as usize;
-        let live_open = self.live.open_count().min(max.saturating_sub(1).max(1));
+        let live_cap = self.live_cap(max);
+        let live_open = self.live.shed(
+            live_cap,
+            now,
+            &mut RelayOut::new(&self.url, &mut sh.out, &mut self.subs, &mut self.stats),
+        );
         while self.historic.active_len() + self.neg.len() + live_open > max {
             if let Some(sub) = self.historic.last_active() {
                 out!(self, sh).unsubscribe(&sub);
@@ -525,15 +547,7 @@ impl Relay {
         let budget = self.budget(&sh.config);
         let max = budget.max_subscriptions as usize;
         let historic_open = self.historic.active_len() + self.neg.len();
-        let historic_waiting = !self.historic.is_idle() || !self.neg.is_empty();
-        // With a single slot, live waits until history is done.
-        let live_cap = if max >= 2 {
-            max - 1
-        } else if historic_waiting {
-            0
-        } else {
-            1
-        };
+        let live_cap = self.live_cap(max);
         let t = &sh.config.timing;
         let slots = Slots {
             live_cap,
@@ -565,9 +579,14 @@ impl Relay {
         // already bound for paged REQ go out.
         let probing = self.neg.probing(self.limits.claims_nip77()) && !self.neg.is_empty();
         let reconcile = sh.config.nip77 && self.neg.usable();
-        let taken = self
-            .historic
-            .next(now, budget, probing, reconcile, &mut out!(self, sh));
+        let hold_roots =
+            self.historic.repo_pass_running() || self.neg.packs().any(|p| p.layer == Layer::Repo);
+        let taken = self.historic.next(
+            now,
+            budget,
+            (probing, reconcile, hold_roots),
+            &mut out!(self, sh),
+        );
         for t in &taken.released {
             self.targets.unpend(t);
         }

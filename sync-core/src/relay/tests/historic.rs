@@ -34,8 +34,8 @@ fn historic_reqs_time_out_and_are_retried() {
     assert_eq!(rig.e.status().relays[0].stats.timeouts, 1);
 }
 
-/// A pack emptied by a removed target inside a multi-pack REQ is never
-/// re-queued and sent alone as a REQ with no filters.
+/// A pack emptied by a removed target while its REQ is on the wire is
+/// never re-queued and sent as a REQ with no filters.
 #[test]
 fn an_emptied_pack_is_never_sent_as_a_req_without_filters() {
     let mut rig = Rig::new(1, |_| {});
@@ -43,8 +43,8 @@ fn an_emptied_pack_is_never_sent_as_a_req_without_filters() {
     let mut open = BTreeSet::new();
     let cs = rig.connect();
     rig.answer_all(cs, &mut open, 10);
-    // A root and a new repo while live: after the batch delay, one REQ
-    // with a root pack and a repo pack.
+    // A root and a new repo while live: after the batch delay, the repo's
+    // REQ; once it ends, the root's (roots wait for the repo layer).
     let root = issue(7, T - 5, &coord(1, "r0"));
     rig.input(Input::CatalogEvent(&root));
     let ann = announcement(2, "other", T - 5, &["wss://a.example"]);
@@ -52,7 +52,14 @@ fn an_emptied_pack_is_never_sent_as_a_req_without_filters() {
     let cs = rig.at(2);
     let hist = subs_of_mode(&cs, SubscriptionMode::Historic);
     assert_eq!(hist.len(), 1, "{cs:?}");
-    assert_eq!(hist[0].1.len(), 7, "root (3) + repo (4) filters");
+    assert_eq!(hist[0].1.len(), 4, "repo (4) filters, the root waits");
+    let cs = rig.input(Input::Eose {
+        relay: &r,
+        subscription: &hist[0].0,
+    });
+    let hist = subs_of_mode(&cs, SubscriptionMode::Historic);
+    assert_eq!(hist.len(), 1, "{cs:?}");
+    assert_eq!(hist[0].1.len(), 3, "root (3) filters");
     // The root is deleted by its author while the REQ is on the wire.
     let del = crate::testutil::ev(7, T, 5, &[&["e", &root.id.to_hex()]]);
     rig.input(Input::CatalogEvent(&del));
@@ -63,7 +70,6 @@ fn an_emptied_pack_is_never_sent_as_a_req_without_filters() {
     for (sub, filters) in subs_of_mode(&cs, SubscriptionMode::Historic) {
         assert!(!filters.is_empty(), "REQ {sub} sent with no filter: {cs:?}");
     }
-    let _ = r;
 }
 
 /// NIP-11 arriving after Connected with a smaller budget than the one
@@ -197,4 +203,43 @@ fn a_batch_goes_out_once_targets_stop_joining() {
         "1.5 s of roots in batches of at most 1 s: {} REQs",
         reqs.len()
     );
+}
+
+/// Roots found while the repo layer's pass is on the wire wait for it, then
+/// go out in full packs (issue 12: one kind of query at a time, fewer REQs
+/// for the relay to answer).
+#[test]
+fn roots_wait_for_the_repo_pass_then_go_out_in_full_packs() {
+    let mut rig = Rig::new(1, |_| {});
+    let r = rig.relay.clone();
+    let cs = rig.connect();
+    let hist = subs_of_mode(&cs, SubscriptionMode::Historic);
+    let repo_req = hist
+        .iter()
+        .find(|(_, fs)| fs.iter().any(|f| f.as_json().contains("\"#a\"")))
+        .map(|(s, _)| s.clone())
+        .expect("the repo layer's REQ");
+    for i in 0..250u64 {
+        let root = issue((i % 200) as u8 + 3, T - 1000 + i, &coord(1, "r0"));
+        rig.input(Input::CatalogEvent(&root));
+    }
+    let mut waiting = Vec::new();
+    for s in 1..30 {
+        waiting.extend(rig.at(s));
+    }
+    let early: Vec<_> = subs_of_mode(&waiting, SubscriptionMode::Historic);
+    assert!(
+        early.is_empty(),
+        "{} root REQs during the repo pass",
+        early.len()
+    );
+    assert!(rig.e.status().relays[0].pending >= 250);
+    let cs = rig.input(Input::Eose {
+        relay: &r,
+        subscription: &repo_req,
+    });
+    let roots = subs_of_mode(&cs, SubscriptionMode::Historic);
+    let filters: usize = roots.iter().map(|(_, fs)| fs.len()).sum();
+    assert_eq!(filters, 9, "3 packs (100, 100, 50 roots) × 3 filters");
+    assert_eq!(roots.len(), 1, "within 10 filters per REQ: one REQ");
 }

@@ -239,3 +239,39 @@ fn a_relay_serving_one_req_at_a_time_is_served_in_turns() {
         "{sent_after_done} REQs once synced: churn"
     );
 }
+
+/// A rate limit reported on a subscription we had already replaced (a live
+/// update under a fresh id) still lowers the budget, and what is open is
+/// fitted into it at once: before, the engine kept one subscription too
+/// many and a NIP-77 job went on to open a REQ over the budget (seen in a
+/// harsh simulated world).
+#[test]
+fn a_lowered_budget_closes_what_no_longer_fits() {
+    let mut rig = Rig::new(1, |_| {});
+    let r = rig.relay.clone();
+    let cs = rig.connect();
+    let live_before: Vec<SubscriptionId> = subs_of_mode(&cs, SubscriptionMode::Live)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    // Two roots a second apart: a live tail, then its update under a fresh id.
+    rig.input(Input::CatalogEvent(&issue(7, T - 5, &coord(1, "r0"))));
+    let cs = rig.at(1);
+    let tail = subs_of_mode(&cs, SubscriptionMode::Live);
+    assert_eq!(tail.len(), 1, "{cs:?}");
+    rig.input(Input::CatalogEvent(&issue(8, T - 4, &coord(1, "r0"))));
+    rig.at(2);
+    let open = rig.e.status().relays[0].open_subscriptions;
+    assert!(open >= 3, "{open} open, live {live_before:?}");
+    // The relay refuses the replaced tail.
+    rig.closed(&tail[0].0, "rate-limited: slow down");
+    let st = &rig.e.status().relays[0];
+    assert_eq!(st.budget.max_subscriptions as usize, open - 1);
+    assert!(
+        st.open_subscriptions <= st.budget.max_subscriptions as usize,
+        "{} open over a budget of {}",
+        st.open_subscriptions,
+        st.budget.max_subscriptions
+    );
+    let _ = r;
+}
