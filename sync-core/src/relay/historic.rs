@@ -307,6 +307,7 @@ impl Historic {
             filters,
             SubscriptionMode::Historic,
             Owner::Historic,
+            now,
         );
         self.active.insert(sub, req);
     }
@@ -345,7 +346,8 @@ impl Historic {
     /// EOSE on `sub`: each filter of the page decides its next page. Packs
     /// whose every filter is done are returned (to be confirmed when
     /// proven); the rest go on with the next page under a fresh id, or wait
-    /// in the queue while `cooling` (until then). `None`: not a historic REQ.
+    /// in the queue when `cooling` says until when (a cool-down, or no slot
+    /// for the next page). `None`: not a historic REQ.
     pub fn on_eose(
         &mut self,
         sub: &SubscriptionId,
