@@ -157,6 +157,10 @@ impl Engine {
     /// Feeds one input at time `now`. See the driving contract on [`Engine`].
     pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
         self.now = now;
+        // Deadlines due by `now` come first: an input at the very instant
+        // one falls reschedules the relay, and a deadline is only ever in
+        // the future, so it would be dropped unrun.
+        self.run_timers(now);
         match input {
             Input::Tick => {}
             Input::CatalogEvent(event) => self.on_catalog_event(event, now),

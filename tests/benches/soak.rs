@@ -206,6 +206,8 @@ fn main() {
         // Every relay behaviour towards NEG-OPEN, mixed (answering, refusing,
         // silent, dropping, unknown verb).
         nip77: None,
+        // Half the relays behave as the real relays of the peer zoo.
+        zoo: true,
     };
     let mut world = generate(a.seed, &params);
     world.keep_log = false;

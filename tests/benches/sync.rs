@@ -47,7 +47,9 @@
 //! may take, 300), `BENCH_STALL` (seconds without progress before a client
 //! gives up, 20), `BENCH_MODES` (comma-separated subset of `grasp,sdk,
 //! sdk-mem,sdk-sync` to run), `BENCH_STORE_DIR` (where the clients'
-//! stores go; `target/bench-data` by default). `--verbose` prints each run in detail (the
+//! stores go; `target/bench-data` by default), `BENCH_PAGE_LIMIT` (the
+//! runner's page limit and its ceiling, to measure page sizes). `--verbose`
+//! prints each run in detail (the
 //! runner's status and I/O counters, a progress trace).
 
 mod common;

@@ -331,6 +331,7 @@ impl Historic {
             filters,
             SubscriptionMode::Historic,
             Owner::Historic,
+            now,
         );
         self.active.insert(sub, req);
     }
@@ -369,7 +370,8 @@ impl Historic {
     /// EOSE on `sub`: each filter of the page decides its next page. Packs
     /// whose every filter is done are returned (to be confirmed when
     /// proven); the rest go on with the next page under a fresh id, or wait
-    /// in the queue while `cooling` (until then). `None`: not a historic REQ.
+    /// in the queue when `cooling` says until when (a cool-down, or no slot
+    /// for the next page). `None`: not a historic REQ.
     pub fn on_eose(
         &mut self,
         sub: &SubscriptionId,
@@ -566,6 +568,13 @@ impl Historic {
         superseded
     }
 
+    /// Targets held by a pack not sent yet. When it goes out it asks for
+    /// everything from its `since` (or ever) to then, so a poll need not
+    /// ask for them again.
+    pub fn queued_targets(&self) -> impl Iterator<Item = &TargetKey> {
+        self.queue.iter().flat_map(|p| p.targets.iter())
+    }
+
     /// Targets in a full (unbounded) pass, queued or on the wire.
     pub fn full_pass_targets(&self) -> impl Iterator<Item = &TargetKey> {
         self.packs()
@@ -613,6 +622,20 @@ impl Historic {
         self.polled_at = Some(now);
         self.poll_at = Some(now.plus(t.uncovered_poll));
         since
+    }
+
+    /// The poll due now waits: the previous one is still being served (a
+    /// relay that takes longer to serve a poll than the poll interval).
+    /// It is tried again an interval later; its `since` still starts at the
+    /// last poll that ran, so nothing between is skipped.
+    pub fn defer_poll(&mut self, now: Time, t: &Timing) {
+        self.poll_at = Some(now.plus(t.uncovered_poll));
+    }
+
+    /// Whether catch-up work (packs bounded by `since`) is queued or on the
+    /// wire.
+    pub fn catching_up(&self) -> bool {
+        self.packs().any(|p| p.since.is_some())
     }
 
     /// Whether some targets have no live subscription: they are polled

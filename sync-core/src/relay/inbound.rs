@@ -49,7 +49,7 @@ impl Relay {
             }
             Some((true, mode)) => {
                 self.stats.events_received += 1;
-                self.subs.answered(sub);
+                self.subs.answered(sub, now);
                 let at = event.created_at.as_secs();
                 if let Some(c) = self.last_event_at.get_mut(layer_index(event_layer(event))) {
                     *c = Some(c.map_or(at, |c| c.max(at)));
@@ -60,7 +60,7 @@ impl Relay {
     }
 
     pub(crate) fn on_eose(&mut self, sub: &SubscriptionId, now: Time, sh: &mut Shared) {
-        self.subs.answered(sub);
+        self.subs.answered(sub, now);
         self.stats.last_eose = Some(now);
         let budget = self.budget(&sh.config);
         match self.subs.owner(sub) {
@@ -75,11 +75,16 @@ impl Relay {
             }
             Some(Owner::Historic) => {
                 self.cooldown.forgive();
-                let cooling = self.cooldown.active_until(now);
+                // The next page takes this page's slot, unless the budget
+                // shrank below what is open while the page was on the wire
+                // (a refusal of another REQ): then it waits in the queue
+                // and goes once live groups are shed to fit.
+                let over = self.open_subscriptions() > budget.max_subscriptions as usize;
+                let hold = self.cooldown.active_until(now).or(over.then_some(now));
                 let bounds = self.limits.page_bounds(&budget);
                 let eose =
                     self.historic
-                        .on_eose(sub, now, &budget, &bounds, cooling, &mut out!(self, sh));
+                        .on_eose(sub, now, &budget, &bounds, hold, &mut out!(self, sh));
                 if let Some(eose) = eose {
                     self.limits.learn_pages(eose.shown);
                     for pack in eose.finished {
@@ -91,8 +96,14 @@ impl Relay {
                 Some(gap) => self.catch_up(gap, now, &sh.config),
                 None => return,
             },
-            // A stale EOSE: noted and ignored.
-            Some(Owner::NegOpen) | None => return,
+            Some(Owner::NegOpen) => return,
+            None => match self.subs.take_blame(sub) {
+                // A REQ a NOTICE refusal was blamed on, answered after all:
+                // the relay refused one sent before it.
+                Some((seq, refusal)) => return self.reblame(seq, refusal, now, sh),
+                // A stale EOSE: noted and ignored.
+                None => return,
+            },
         }
         self.pump(now, sh);
     }
@@ -133,9 +144,54 @@ impl Relay {
         self.stats.refused(refusal.reason());
         self.subs.forget(sub);
         let t = sh.config.timing.clone();
-        // A rate limit or a subscription cap: the same work again at `retry`,
-        // within the budget it taught.
-        let retry = self.throttle(refusal, now, &t);
+        // A rate limit or a subscription cap: the same work again at `retry`.
+        // A cap refusing a REQ we no longer hold (closed or replaced before
+        // the refusal came) teaches nothing about what is open now: it is
+        // counted, and neither lowers the budget nor cools the relay down
+        // (a burst of them used to drive a relay's budget down to one and
+        // then into a 30-minute cool-down).
+        let stale_cap = owner.is_none() && refusal == Refusal::TooManySubscriptions;
+        let retry = if stale_cap {
+            None
+        } else {
+            self.throttle(refusal, now, &t)
+        };
+        self.route_refusal(sub, owner, refusal, retry, now, sh);
+    }
+
+    /// A NOTICE refusal was blamed on a REQ that the relay answered after
+    /// all (it was sent after the refused one, which the relay had not
+    /// answered when the NOTICE came): the blame moves to the latest REQ
+    /// still unanswered among those sent before it. Counted and learned
+    /// from once already; only the work is routed again.
+    fn reblame(&mut self, before: u64, refusal: Refusal, now: Time, sh: &mut Shared) {
+        let Some(sub) = self.subs.latest_unanswered_before(before).cloned() else {
+            return;
+        };
+        let owner = self.subs.owner(&sub);
+        self.subs.blame(&sub, refusal);
+        out!(self, sh).unsubscribe(&sub);
+        let retry = match refusal {
+            Refusal::RateLimited | Refusal::TooManySubscriptions => {
+                Some(self.cooldown.active_until(now).unwrap_or(now))
+            }
+            _ => None,
+        };
+        self.route_refusal(&sub, owner, refusal, retry, now, sh);
+    }
+
+    /// What a refusal of `sub` (held by `owner`) does to its work; `retry`
+    /// is when throttled work goes again.
+    fn route_refusal(
+        &mut self,
+        sub: &SubscriptionId,
+        owner: Option<Owner>,
+        refusal: Refusal,
+        retry: Option<Time>,
+        now: Time,
+        sh: &mut Shared,
+    ) {
+        let t = sh.config.timing.clone();
         let owner = match owner {
             Some(Owner::NegOpen | Owner::NegFetch) => {
                 if let Some(job) = self.neg.take(sub) {
@@ -154,12 +210,14 @@ impl Relay {
                 return;
             }
             Some(owner) => owner,
+            // A subscription we no longer hold: no work to route, but what
+            // it taught still holds (close what no longer fits) and the
+            // budget may have room for queued work.
             None => {
-                // A subscription we no longer hold; what it taught still holds.
                 if retry.is_some() {
                     self.fit_budget(now, sh);
                 }
-                return;
+                return self.pump(now, sh);
             }
         };
         match refusal {
@@ -243,19 +301,22 @@ impl Relay {
         let Some(refusal) = notice.refuses_req else {
             return;
         };
-        match self.subs.latest_unanswered().cloned() {
+        match self.subs.blame_candidate(now).cloned() {
             Some(sub) => {
                 // A NOTICE names no subscription: whichever REQ the relay
                 // refused, closing the one we blame keeps both sides' counts
-                // equal (a wrongly blamed REQ is re-sent; a wrongly spared one
-                // times out).
+                // equal (a wrongly blamed REQ is re-sent; should the relay
+                // answer it, the blame moves to an earlier one, see
+                // `reblame`).
                 let owner = self.subs.owner(&sub);
+                self.subs.blame(&sub, refusal);
                 out!(self, sh).unsubscribe(&sub);
                 self.refuse(&sub, owner, refusal, now, sh);
             }
-            // Nothing unanswered to blame: a rate limit still cools the relay
-            // down; a cap on subscriptions names none of ours (all were
-            // answered), so there is nothing to hold fewer of.
+            // Nothing unanswered to blame (or only REQs sent after the
+            // NOTICE left the relay: it is about one we closed before its
+            // answer): a rate limit still cools the relay down; a cap on
+            // subscriptions names none of ours, nothing to hold fewer of.
             None => {
                 self.stats.refused(refusal.reason());
                 if refusal == Refusal::RateLimited {

@@ -538,6 +538,7 @@ impl LiveSet {
                 g.filters(since, catch_up.as_ref()),
                 SubscriptionMode::Live,
                 Owner::Live,
+                now,
             );
             g.state = GroupState::Open {
                 sub,

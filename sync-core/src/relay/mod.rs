@@ -477,19 +477,33 @@ impl Relay {
             self.daily_pass(now, sh);
         }
         if self.historic.poll_due(now) {
-            self.poll_uncovered(now, &sh.config);
+            // One poll at a time: against a relay that serves a poll slower
+            // than the poll interval (khatru's 20 filters a minute), polls
+            // would otherwise follow each other without end and the relay
+            // would never be idle.
+            if self.historic.catching_up() || self.neg.packs().any(|p| p.since.is_some()) {
+                self.historic.defer_poll(now, &t);
+            } else {
+                self.poll_uncovered(now, &sh.config);
+            }
         }
         self.pump(now, sh);
     }
 
     /// A catch-up pass over the targets no live subscription covers, from
-    /// the previous poll (minus the safety margin) on.
+    /// the previous poll (minus the safety margin) on. Targets a queued pack
+    /// already holds are skipped: that pack asks for everything up to when
+    /// it is sent, and later polls start before then. (Against a rate-limited
+    /// relay, where a poll takes longer than the poll interval to serve,
+    /// each poll used to queue every uncovered target again: the queue grew
+    /// without bound and the first sync never ended.)
     fn poll_uncovered(&mut self, now: Time, config: &Config) {
         let since = self.historic.start_poll(now, &config.timing);
+        let queued: BTreeSet<&TargetKey> = self.historic.queued_targets().collect();
         let uncovered: BTreeSet<TargetKey> = self
             .live
             .waiting_targets()
-            .filter(|t| !self.targets.is_given_up(t))
+            .filter(|t| !self.targets.is_given_up(t) && !queued.contains(t))
             .cloned()
             .collect();
         self.enqueue_all(uncovered.into_iter().collect(), Some(since), now, config);

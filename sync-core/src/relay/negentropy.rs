@@ -405,6 +405,7 @@ impl NegJobs {
             filters.clone(),
             SubscriptionMode::Historic,
             Owner::NegFetch,
+            now,
         );
         job.step = NegStep::Fetch {
             sub,

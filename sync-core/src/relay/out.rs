@@ -9,12 +9,15 @@
 //! commands.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 
+use super::refusal::Refusal;
 use super::stats::{RefusalReason, RelayStats};
 use crate::command::{Command, SubscriptionMode};
+use crate::types::Time;
 use crate::url::RelayUrl;
 
 /// Which part of a relay holds an open subscription id.
@@ -32,22 +35,41 @@ pub(crate) enum Owner {
 
 impl Owner {
     /// REQs the relay answers with EOSE or a first event; a NOTICE refusal
-    /// may be about them. (NIP-77 messages and id fetches are judged by
-    /// their own rules.)
+    /// may be about them (a NIP-77 job's `{"ids"}` REQ too). NIP-77
+    /// messages are judged by their own rules.
     fn awaits_answer(self) -> bool {
-        matches!(self, Owner::Historic | Owner::Live)
+        matches!(self, Owner::Historic | Owner::Live | Owner::NegFetch)
     }
 }
 
+/// A REQ as sent: its id, its place in the sending order and when.
+#[derive(Clone, Debug)]
+struct Sent {
+    sub: SubscriptionId,
+    seq: u64,
+    at: Time,
+}
+
 /// The relay's side of subscription ids: who owns each open one, which
-/// REQs are unanswered, and the counter fresh ids come from.
+/// REQs are unanswered, which a NOTICE refusal was blamed on, the fastest
+/// round trip seen, and the counter fresh ids come from.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SubBook {
     owners: BTreeMap<SubscriptionId, Owner>,
-    /// REQs sent and not yet answered, most recent last.
-    unanswered: Vec<SubscriptionId>,
+    /// REQs sent and not yet answered, in sending order.
+    unanswered: Vec<Sent>,
+    /// REQs a NOTICE refusal was blamed on (and closed): one the relay
+    /// answers after all was not the refused REQ (the most recent few).
+    blamed: VecDeque<(Sent, Refusal)>,
+    /// The fastest first answer to a REQ on this connection.
+    min_rtt: Option<Duration>,
+    /// REQs sent on this connection.
+    sent: u64,
     next_sub: u64,
 }
+
+/// How many blamed REQs are remembered.
+const KEEP_BLAMED: usize = 64;
 
 impl SubBook {
     /// Who holds `sub`, if it is open.
@@ -55,20 +77,64 @@ impl SubBook {
         self.owners.get(sub).copied()
     }
 
-    /// The most recent REQ with no answer yet.
-    pub fn latest_unanswered(&self) -> Option<&SubscriptionId> {
-        self.unanswered.last()
+    /// The REQ a refusal NOTICE arriving at `now` is most likely about: the
+    /// most recent unanswered REQ that was sent at least the fastest round
+    /// trip ago (one sent since cannot have reached the relay and been
+    /// refused yet: the engine often sends more REQs, pages and retries,
+    /// while a NOTICE is on the wire). None when every unanswered REQ is
+    /// younger: the NOTICE is about one we closed before its answer.
+    /// Before any round trip was measured, the most recent unanswered REQ.
+    pub fn blame_candidate(&self, now: Time) -> Option<&SubscriptionId> {
+        let rtt = self.min_rtt.unwrap_or(Duration::ZERO);
+        self.unanswered
+            .iter()
+            .rev()
+            .find(|s| s.at.plus(rtt) <= now)
+            .map(|s| &s.sub)
     }
 
-    /// The relay answered `sub` (an event or EOSE).
-    pub fn answered(&mut self, sub: &SubscriptionId) {
-        self.unanswered.retain(|s| s != sub);
+    /// The most recent REQ with no answer yet among those sent before the
+    /// `seq`-th; a historic one rather than a live one (a live REQ whose
+    /// filters all say `limit: 0` may never be answered: nostr-rs-relay
+    /// sends no EOSE for it, so its silence proves nothing).
+    pub fn latest_unanswered_before(&self, seq: u64) -> Option<&SubscriptionId> {
+        let before = || self.unanswered.iter().rev().filter(|s| s.seq < seq);
+        before()
+            .find(|s| self.owner(&s.sub) != Some(Owner::Live))
+            .or_else(|| before().next())
+            .map(|s| &s.sub)
+    }
+
+    /// The relay answered `sub` (an event or EOSE) at `now`.
+    pub fn answered(&mut self, sub: &SubscriptionId, now: Time) {
+        if let Some(i) = self.unanswered.iter().position(|s| s.sub == *sub) {
+            let rtt = now.since(self.unanswered.remove(i).at);
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+    }
+
+    /// A NOTICE `refusal` is blamed on the unanswered `sub` (call before
+    /// it is forgotten).
+    pub fn blame(&mut self, sub: &SubscriptionId, refusal: Refusal) {
+        if let Some(sent) = self.unanswered.iter().find(|s| s.sub == *sub) {
+            if self.blamed.len() == KEEP_BLAMED {
+                self.blamed.pop_front();
+            }
+            self.blamed.push_back((sent.clone(), refusal));
+        }
+    }
+
+    /// The relay answered `sub`, which a refusal was blamed on: the blame
+    /// was wrong. Its place in the sending order and the refusal.
+    pub fn take_blame(&mut self, sub: &SubscriptionId) -> Option<(u64, Refusal)> {
+        let i = self.blamed.iter().position(|(s, _)| s.sub == *sub)?;
+        self.blamed.remove(i).map(|(s, r)| (s.seq, r))
     }
 
     /// The subscription is no longer held (the relay closed it, or its
     /// owner dropped it): not owned, not unanswered.
     pub fn forget(&mut self, sub: &SubscriptionId) {
-        self.unanswered.retain(|s| s != sub);
+        self.unanswered.retain(|s| s.sub != *sub);
         self.owners.remove(sub);
     }
 
@@ -76,6 +142,9 @@ impl SubBook {
     pub fn clear(&mut self) {
         self.owners.clear();
         self.unanswered.clear();
+        self.blamed.clear();
+        self.min_rtt = None;
+        self.sent = 0;
     }
 
     /// Every open id with its owner (debug checks).
@@ -126,13 +195,19 @@ impl<'a> RelayOut<'a> {
         filters: Vec<Filter>,
         mode: SubscriptionMode,
         owner: Owner,
+        now: Time,
     ) {
         if mode == SubscriptionMode::Historic {
             self.stats.reqs_sent += 1;
         }
         if owner.awaits_answer() {
-            self.subs.unanswered.retain(|s| *s != sub);
-            self.subs.unanswered.push(sub.clone());
+            self.subs.sent += 1;
+            self.subs.unanswered.retain(|s| s.sub != sub);
+            self.subs.unanswered.push(Sent {
+                sub: sub.clone(),
+                seq: self.subs.sent,
+                at: now,
+            });
         }
         self.subs.owners.insert(sub.clone(), owner);
         self.push(Command::Subscribe {

@@ -1,7 +1,9 @@
 //! Random but seeded worlds: announcements over a handful of fake relays,
 //! each repo with issues, patches, pull requests, comments, statuses and
 //! state; relay profiles with page caps, subscription limits and refusal
-//! styles; outages, live publishes and engine restarts.
+//! styles, and relays of the peer zoo (nostr-rs-relay, strfry, khatru, the
+//! PyPI nostr-relay, rust-nostr's LocalRelay, @nostr-relay/core); outages,
+//! live publishes and engine restarts.
 
 use std::time::Duration;
 
@@ -9,7 +11,10 @@ use grasp_sync_core::{RelayUrl, Time};
 use nostr::event::Event;
 
 use crate::fixtures::{self, announcement, comment, coord, root, state, status, T0};
-use crate::sim::{FakeRelay, Fault, Nip77Behaviour, Profile, RefusalStyle, World};
+use crate::fuzzing::oracle::BudgetOracle;
+use crate::sim::{
+    FakeRelay, Fault, HonestyViolation, Nip77Behaviour, Peer, Profile, RefusalStyle, World,
+};
 
 /// SplitMix64, for scenario generation only.
 #[derive(Clone, Debug)]
@@ -76,6 +81,11 @@ pub struct Params {
     /// NIP-11), drawn from a stream of their own so the rest of the world
     /// is the same whatever this says.
     pub nip77: Option<Nip77Behaviour>,
+    /// Whether about half the relays are real relays of the peer zoo
+    /// ([`Peer`]) instead of the profiles drawn above (and the engine is
+    /// sometimes configured with a budget above their subscription caps).
+    /// Drawn from a stream of its own: with `false` the world is as before.
+    pub zoo: bool,
 }
 
 impl Default for Params {
@@ -93,6 +103,7 @@ impl Default for Params {
             bootstrap: true,
             auth: true,
             nip77: None,
+            zoo: true,
         }
     }
 }
@@ -119,7 +130,16 @@ pub fn generate(seed: u64, p: &Params) -> World {
     // The simulated relays cover every NIP-77 behaviour (mixed or fixed by
     // `p.nip77`); the engine reconciles where they answer.
     config.nip77 = true;
-    let mut world = World::new(config, start);
+    let mut zoo_rng = Rand::new(seed ^ 0x007a_6f6f);
+    // (Small worlds only: many relays and repos at one value per filter
+    // make thousands of REQs, slow to simulate and no more telling.)
+    let raise = p.zoo && zoo_rng.chance(30) && p.relays * p.repos <= 60;
+    // An operator who allows more subscriptions and packs few values in
+    // each: dozens of REQs at once, so the zoo's caps (20, 32) and khatru's
+    // filter rate limit get hit.
+    let raised_values = 2 + zoo_rng.below(3) as u32;
+    let raised_filters = 1 + zoo_rng.below(2) as u32;
+    let mut relays = Vec::new();
     let mut nip77_rng = Rand::new(seed ^ 0x006e_6970_3737);
     for i in 0..p.relays {
         let mut profile = Profile {
@@ -161,7 +181,39 @@ pub fn generate(seed: u64, p: &Params) -> World {
             _ => Nip77Behaviour::Unknown,
         });
         profile.lists_nip77 = nip77_rng.chance(40);
-        world.add_relay(FakeRelay::new(relay_url(i), profile));
+        if p.zoo && zoo_rng.chance(50) {
+            let peer = draw_peer(&mut zoo_rng, p.harsh);
+            profile = Profile {
+                latency: profile.latency,
+                auth: profile.auth,
+                ..peer.profile()
+            };
+        }
+        relays.push(FakeRelay::new(relay_url(i), profile));
+    }
+    // Never above a cap that evicts silently: nothing tells the engine (a
+    // live subscription would be lost without a word). Nor with a relay
+    // that refuses by dropping the connection or in silence: that teaches
+    // one subscription per drop (with backoff) or per 60 s timeout, and
+    // from 40 it takes hours, or gives the work up.
+    let mute = relays.iter().any(|r| {
+        matches!(
+            r.profile.refusal,
+            RefusalStyle::Drop | RefusalStyle::Silence
+        )
+    });
+    if raise && !mute {
+        config.default_budget.max_values_per_filter = raised_values;
+        config.default_budget.max_filters_per_req = raised_filters;
+        let evicting = relays
+            .iter()
+            .filter(|r| r.profile.refusal == RefusalStyle::Evict)
+            .map(|r| r.profile.max_subs as u32);
+        config.default_budget.max_subscriptions = evicting.fold(40, u32::min);
+    }
+    let mut world = World::new(config, start);
+    for relay in relays {
+        world.add_relay(relay);
     }
     let created = |rng: &mut Rand| T0 - 1 - rng.below(30 * 24 * 3600);
     let mut live: Vec<(RelayUrl, Event)> = Vec::new();
@@ -308,7 +360,54 @@ pub fn generate(seed: u64, p: &Params) -> World {
         let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
         world.schedule(at, Fault::Restart);
     }
+    let config = world.engine.config().clone();
+    world.oracle = Some(BudgetOracle::new(config.default_budget, config.service));
     world
+}
+
+/// A peer of the zoo; in harsh worlds LocalRelay serves as few as one REQ
+/// at a time and caps pages at 5.
+pub fn draw_peer(rng: &mut Rand, harsh: bool) -> Peer {
+    match rng.below(6) {
+        0 => Peer::NostrRsRelay,
+        1 => Peer::Strfry,
+        2 => Peer::Khatru,
+        3 => Peer::PypiNostrRelay,
+        4 if harsh => Peer::LocalRelay {
+            cap: [Some(5), Some(100), None][rng.below(3) as usize],
+            max_reqs: [1, 2, 3][rng.below(3) as usize],
+        },
+        4 => Peer::LocalRelay {
+            cap: [Some(500), None][rng.below(2) as usize],
+            max_reqs: 500,
+        },
+        _ => Peer::NostrRelayCore,
+    }
+}
+
+/// Starts a world and runs it until every relay has converged (every
+/// target confirmed, nothing pending, nothing held that we lack), checking
+/// every 100 ms of virtual time; returns how long that took, or `None`
+/// after `limit`. The world is then settled.
+pub fn run_to_convergence(world: &mut World, limit: Duration) -> Option<Duration> {
+    let start = world.now;
+    world.start();
+    let step = Duration::from_millis(100);
+    let done = |w: &World| {
+        w.relays
+            .keys()
+            .all(|u| w.converged(u) && w.missing_from(u).is_empty())
+    };
+    let mut took = None;
+    while world.now.since(start) < limit {
+        world.run_until(world.now.plus(step));
+        if done(world) {
+            took = Some(world.now.since(start));
+            break;
+        }
+    }
+    world.settle();
+    took
 }
 
 /// Runs a world through its chaos and healing periods, then lets it settle.
@@ -346,4 +445,37 @@ pub fn assert_converged(world: &World, what: &str) {
         world.store.values().all(|e| e.kind.as_u16() != 1),
         "{what}: stored a note"
     );
+    assert_honest(world, what);
+}
+
+/// Asserts the honesty oracles found nothing: no target confirmed while its
+/// relay held an event we lack (during the run and at its end), no relay
+/// that answered everything left idle with work (see
+/// [`HonestyOracle`](crate::sim::HonestyOracle)), and, when attached, no
+/// budget exceeded.
+pub fn assert_honest(world: &World, what: &str) {
+    let dishonest: Vec<HonestyViolation> = world.honesty_violations_at_end();
+    assert!(
+        dishonest.is_empty(),
+        "{what}: {} honesty violations, first: {}",
+        dishonest.len(),
+        dishonest
+            .iter()
+            .take(5)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if let Some(o) = world.oracle.as_ref() {
+        assert!(
+            o.violations().is_empty(),
+            "{what}: budget violations: {}",
+            o.violations()
+                .iter()
+                .take(5)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
 }

@@ -5,7 +5,17 @@
 //! str0m's netem: the same seed gives the same run, command for command.
 //!
 //! Every command the engine emits is checked against the invariants of the
-//! behaviour contract as it happens (see [`Violation`]).
+//! behaviour contract as it happens (see [`Violation`]), and after every
+//! step the honesty oracles check what the engine reports and how it waits
+//! (see [`HonestyOracle`]).
+//!
+//! | module | owns |
+//! |---|---|
+//! | `profile` | [`Profile`]: the behaviours a fake relay is made of |
+//! | `zoo` | named profiles of real relays ([`Peer`]) |
+//! | `relay` | [`FakeRelay`]: what it holds and how it answers a REQ |
+//! | `nip77` | NEG-OPEN and NEG-MSG on a fake relay; the store's items |
+//! | `honesty` | the no-false-success and no-stall oracles |
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -13,148 +23,28 @@ use std::time::Duration;
 
 use grasp_sync_core::{
     is_catalog_kind, Command, Config, Engine, EventCheck, Input, RelayInfo, RelayUrl, Snapshot,
-    StoreOutcome, SubscriptionMode, TargetKey, Time,
+    StoreOutcome, TargetKey, Time,
 };
 use nostr::event::{Event, EventId};
-use nostr::filter::{Filter, MatchEventOptions};
+use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 
 use crate::fuzzing::oracle::BudgetOracle;
 
+mod honesty;
 mod nip77;
+mod profile;
+mod relay;
+mod zoo;
+
+pub use honesty::{describe, under_target, HonestyOracle, HonestyViolation};
 pub use nip77::Nip77Behaviour;
-
-/// How a fake relay says no when asked for more subscriptions than it allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalStyle {
-    /// `CLOSED "rate-limited: too many subscriptions"` (rust-nostr LocalRelay).
-    Closed,
-    /// `NOTICE "ERROR: too many concurrent REQs"` (strfry, nostr-rs-relay).
-    Notice,
-    /// Nothing at all: the REQ is dropped.
-    Silence,
-    /// The LRU style: the oldest subscription is silently evicted.
-    Evict,
-    /// The connection is dropped.
-    Drop,
-}
-
-/// The behaviour of a fake relay.
-#[derive(Clone, Debug)]
-pub struct Profile {
-    /// Silent cap on events per filter per REQ (whatever `limit` says).
-    pub page_cap: Option<usize>,
-    /// Limit applied when a filter has none.
-    pub default_limit: usize,
-    /// Concurrent subscriptions allowed.
-    pub max_subs: usize,
-    /// Whether NIP-11 publishes `max_subscriptions`.
-    pub publish_limits: bool,
-    /// Whether the relay serves NIP-11 at all.
-    pub nip11: bool,
-    /// What happens over `max_subs`.
-    pub refusal: RefusalStyle,
-    /// The first N REQs are answered `CLOSED "rate-limited: slow down"`.
-    pub rate_limit_first: u32,
-    /// One-way latency.
-    pub latency: Duration,
-    /// Filters allowed in one REQ (published with the limits); more gets
-    /// `CLOSED "error: too many filters"`.
-    pub max_filters: Option<usize>,
-    /// NIP-42: sends an AUTH challenge on connect and refuses REQs with
-    /// `CLOSED "auth-required: …"` until the client has authenticated.
-    pub auth: bool,
-    /// How it treats NEG-OPEN (NIP-77).
-    pub nip77: Nip77Behaviour,
-    /// Whether NIP-11 lists 77 in `supported_nips`.
-    pub lists_nip77: bool,
-}
-
-impl Default for Profile {
-    fn default() -> Self {
-        Profile {
-            page_cap: None,
-            default_limit: 500,
-            max_subs: 32,
-            publish_limits: false,
-            nip11: true,
-            refusal: RefusalStyle::Closed,
-            rate_limit_first: 0,
-            latency: Duration::from_millis(20),
-            auth: false,
-            max_filters: None,
-            nip77: Nip77Behaviour::Unknown,
-            lists_nip77: false,
-        }
-    }
-}
-
-/// A fake relay.
-#[derive(Clone, Debug)]
-pub struct FakeRelay {
-    /// Its URL.
-    pub url: RelayUrl,
-    /// Its behaviour.
-    pub profile: Profile,
-    /// What it holds.
-    pub events: BTreeMap<EventId, Event>,
-    /// Reachable.
-    pub up: bool,
-    connected: bool,
-    generation: u64,
-    /// Open subscriptions, in opening order.
-    subs: Vec<(SubscriptionId, Vec<Filter>)>,
-    reqs_seen: u32,
-    authenticated: bool,
-    /// Most subscriptions ever open at once.
-    pub peak_subs: usize,
-    /// Open NIP-77 reconciliations and their filters.
-    negs: BTreeMap<SubscriptionId, Filter>,
-    /// NEG-OPENs received.
-    pub neg_opens: u32,
-}
-
-impl FakeRelay {
-    /// A relay with a profile and no events.
-    pub fn new(url: RelayUrl, profile: Profile) -> Self {
-        FakeRelay {
-            url,
-            profile,
-            events: BTreeMap::new(),
-            up: true,
-            connected: false,
-            generation: 0,
-            subs: Vec::new(),
-            reqs_seen: 0,
-            authenticated: false,
-            peak_subs: 0,
-            negs: BTreeMap::new(),
-            neg_opens: 0,
-        }
-    }
-
-    fn query(&self, filters: &[Filter]) -> Vec<Event> {
-        let mut out: BTreeMap<EventId, Event> = BTreeMap::new();
-        for f in filters {
-            let mut matching: Vec<&Event> = self
-                .events
-                .values()
-                .filter(|e| f.match_event(e, MatchEventOptions::new()))
-                .collect();
-            matching.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-            let mut n = f.limit.unwrap_or(self.profile.default_limit);
-            if let Some(cap) = self.profile.page_cap {
-                n = n.min(cap);
-            }
-            for e in matching.into_iter().take(n) {
-                out.insert(e.id, e.clone());
-            }
-        }
-        let mut v: Vec<Event> = out.into_values().collect();
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-        v
-    }
-}
+pub use profile::{Bucket, DuplicateId, LimitScope, LimitZero, Profile, RefusalStyle, UntilStyle};
+pub use relay::{Episode, FakeRelay};
+pub use zoo::{
+    Peer, KHATRU_FILTER_LIMIT, LOCAL_RELAY_CAP_CLOSED, NOSTR_RS_CAP_NOTICE, PYPI_CAP_NOTICE,
+    STRFRY_CAP_NOTICE,
+};
 
 #[derive(Clone, Debug)]
 enum Msg {
@@ -171,6 +61,28 @@ enum Msg {
     LocalItems(u64, Filter),
     Negentropy(SubscriptionId, String),
     NegErr(SubscriptionId, String),
+}
+
+/// The relay an input is about, if any.
+fn input_relay<'a>(input: &Input<'a>) -> Option<&'a RelayUrl> {
+    match input {
+        Input::Tick | Input::CatalogEvent(_) => None,
+        Input::RelayInfo { relay, .. }
+        | Input::Connected { relay }
+        | Input::ConnectFailed { relay, .. }
+        | Input::Disconnected { relay, .. }
+        | Input::EventReceived { relay, .. }
+        | Input::EventInvalid { relay }
+        | Input::EventStored { relay, .. }
+        | Input::LocalItems { relay, .. }
+        | Input::NegMsg { relay, .. }
+        | Input::NegErr { relay, .. }
+        | Input::Eose { relay, .. }
+        | Input::Closed { relay, .. }
+        | Input::Notice { relay, .. }
+        | Input::AuthChallenge { relay, .. }
+        | Input::AuthResult { relay, .. } => Some(relay),
+    }
 }
 
 /// Generation of deliveries that do not belong to a websocket (NIP-11).
@@ -239,6 +151,8 @@ pub struct WorldStats {
     pub restarts: u64,
     /// Events sent in answer to REQs (paged or by id).
     pub events_sent: u64,
+    /// Connection attempts (`Connect` commands).
+    pub connects: u64,
 }
 
 /// The simulated world.
@@ -261,6 +175,9 @@ pub struct World {
     pub log: Vec<String>,
     /// Whether commands are kept in `log` (on by default; off for long runs).
     pub keep_log: bool,
+    /// When set, every input (abridged) and command with its virtual time,
+    /// for debugging a scenario.
+    pub trace: Option<Vec<String>>,
     /// A black-box budget oracle fed every input and command, when set.
     pub oracle: Option<BudgetOracle>,
     /// Invariant violations seen.
@@ -271,6 +188,19 @@ pub struct World {
     pub stats: WorldStats,
     /// Outage end per relay.
     down_until: BTreeMap<RelayUrl, Time>,
+    /// Ids the store refused.
+    pub rejected: BTreeSet<EventId>,
+    /// Messages on the wire from each relay (for its current connection or
+    /// an older one), not yet delivered.
+    in_flight: BTreeMap<RelayUrl, usize>,
+    /// The honesty oracles (on by default; see [`HonestyOracle`]).
+    pub honesty: Option<HonestyOracle>,
+    /// Relays the current step concerned (its input's, its commands').
+    touched: BTreeSet<RelayUrl>,
+    /// Events published during the run: where first and when.
+    published: BTreeMap<EventId, Time>,
+    /// How long each published event took to reach our store.
+    pub live_latency: BTreeMap<EventId, Duration>,
 }
 
 impl World {
@@ -290,12 +220,29 @@ impl World {
             seq: 0,
             log: Vec::new(),
             keep_log: true,
+            trace: None,
             oracle: None,
             violations: Vec::new(),
             listed,
             stats: WorldStats::default(),
             down_until: BTreeMap::new(),
+            rejected: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            honesty: Some(HonestyOracle::default()),
+            touched: BTreeSet::new(),
+            published: BTreeMap::new(),
+            live_latency: BTreeMap::new(),
         }
+    }
+
+    /// Messages from `relay` still on the wire.
+    pub fn in_flight(&self, relay: &RelayUrl) -> usize {
+        self.in_flight.get(relay).copied().unwrap_or(0)
+    }
+
+    /// The longest a published event took to reach our store, if any did.
+    pub fn slowest_live_event(&self) -> Option<Duration> {
+        self.live_latency.values().max().copied()
     }
 
     /// Adds a fake relay.
@@ -324,6 +271,9 @@ impl World {
     }
 
     fn deliver_at(&mut self, at: Time, relay: &RelayUrl, generation: u64, msg: Msg) {
+        if generation != ANY_CONNECTION {
+            *self.in_flight.entry(relay.clone()).or_insert(0) += 1;
+        }
         self.seq += 1;
         let key = self.seq as usize;
         self.items.insert(
@@ -339,13 +289,40 @@ impl World {
 
     fn feed(&mut self, input: Input<'_>) {
         self.stats.inputs += 1;
+        if let Some(t) = self.trace.as_mut() {
+            let mut line = format!("{:.3} <- {input:?}", self.now.as_millis() as f64 / 1000.0);
+            line.truncate(400);
+            t.push(line);
+        }
         if let Some(o) = self.oracle.as_mut() {
             o.on_input(&input);
+        }
+        if let Some(relay) = input_relay(&input) {
+            self.touched.insert(relay.clone());
         }
         self.engine.handle_input(self.now, input);
         self.drain();
         if let Some(o) = self.oracle.as_mut() {
             o.end_step();
+        }
+        let touched = std::mem::take(&mut self.touched);
+        if let Some(mut h) = self.honesty.take() {
+            h.after_step(self, &touched);
+            self.honesty = Some(h);
+        }
+    }
+
+    /// Takes the next delivery off the wire and hands it over.
+    fn pop_delivery(&mut self) {
+        if let Some(Reverse((_, _, key))) = self.queue.pop() {
+            if let Some(d) = self.items.remove(&key) {
+                if d.generation != ANY_CONNECTION {
+                    if let Some(n) = self.in_flight.get_mut(&d.relay) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                self.handle_delivery(d);
+            }
         }
     }
 
@@ -378,11 +355,7 @@ impl World {
                 continue;
             }
             if next_delivery.is_some_and(|t| t <= self.now) {
-                if let Some(Reverse((_, _, key))) = self.queue.pop() {
-                    if let Some(d) = self.items.remove(&key) {
-                        self.handle_delivery(d);
-                    }
-                }
+                self.pop_delivery();
                 continue;
             }
             if wake.is_some_and(|t| t <= self.now) {
@@ -406,11 +379,7 @@ impl World {
                 continue;
             }
             self.now = self.now.max(t);
-            if let Some(Reverse((_, _, key))) = self.queue.pop() {
-                if let Some(d) = self.items.remove(&key) {
-                    self.handle_delivery(d);
-                }
-            }
+            self.pop_delivery();
         }
     }
 
@@ -443,10 +412,7 @@ impl World {
                 };
                 r.up = false;
                 if r.connected {
-                    r.connected = false;
-                    r.subs.clear();
-                    r.negs.clear();
-                    r.generation += 1;
+                    r.drop_connection();
                     let g = r.generation;
                     self.deliver_at(self.now, &relay, g, Msg::Disconnected);
                 }
@@ -455,16 +421,18 @@ impl World {
                 let Some(r) = self.relays.get_mut(&relay) else {
                     return;
                 };
-                if r.events.insert(event.id, (*event).clone()).is_some() || !r.connected {
+                if r.events.insert(event.id, (*event).clone()).is_some() {
+                    return;
+                }
+                r.arrived.insert(event.id, self.now);
+                self.published.entry(event.id).or_insert(self.now);
+                if !r.connected {
                     return;
                 }
                 let hits: Vec<SubscriptionId> = r
                     .subs
                     .iter()
-                    .filter(|(_, fs)| {
-                        fs.iter()
-                            .any(|f| f.match_event(&event, MatchEventOptions::new()))
-                    })
+                    .filter(|(_, fs)| fs.iter().any(|f| r.selects(f, &event)))
                     .map(|(s, _)| s.clone())
                     .collect();
                 let (g, lat) = (r.generation, r.profile.latency);
@@ -482,10 +450,7 @@ impl World {
                     o.on_restart();
                 }
                 for r in self.relays.values_mut() {
-                    r.connected = false;
-                    r.subs.clear();
-                    r.negs.clear();
-                    r.generation += 1;
+                    r.drop_connection();
                 }
                 self.feed(Input::Tick);
             }
@@ -595,10 +560,18 @@ impl World {
             });
         }
         match outcome {
-            StoreOutcome::Rejected => self.stats.rejected += 1,
+            StoreOutcome::Rejected => {
+                self.stats.rejected += 1;
+                self.rejected.insert(event.id);
+            }
             StoreOutcome::Duplicate => {}
             StoreOutcome::Stored => {
                 self.stats.stored += 1;
+                if let Some(at) = self.published.get(&event.id) {
+                    self.live_latency
+                        .entry(event.id)
+                        .or_insert_with(|| self.now.since(*at));
+                }
                 self.store.insert(event.id, event.clone());
                 match event.kind.as_u16() {
                     30617 => {
@@ -628,12 +601,22 @@ impl World {
     fn drain(&mut self) {
         while let Some(c) = self.engine.poll_command() {
             self.stats.commands += 1;
+            self.touched.insert(c.relay().clone());
             if let Some(o) = self.oracle.as_mut() {
                 o.on_command(&c);
             }
             if self.keep_log {
                 self.log
                     .push(serde_json::to_string(&c).expect("commands serialise"));
+            }
+            if let Some(t) = self.trace.as_mut() {
+                let mut line = format!(
+                    "{:.3} -> {}",
+                    self.now.as_millis() as f64 / 1000.0,
+                    serde_json::to_string(&c).expect("commands serialise")
+                );
+                line.truncate(400);
+                t.push(line);
             }
             self.check(&c);
             self.execute(c);
@@ -733,14 +716,23 @@ impl World {
                 self.deliver_at(now.plus(lat), &relay, ANY_CONNECTION, Msg::Info(info));
             }
             Command::Connect { relay } => {
+                self.stats.connects += 1;
                 let Some(r) = self.relays.get_mut(&relay) else {
                     return; // unknown host: never answers; the engine times out
                 };
-                r.generation += 1;
-                r.subs.clear();
-                r.negs.clear();
+                r.drop_connection();
+                r.episode = Episode::default();
                 let (g, lat) = (r.generation, r.profile.latency);
-                if r.up {
+                // khatru's connection rate limit: HTTP 429.
+                let limited = r.up
+                    && r.profile
+                        .connect_limit
+                        .as_mut()
+                        .is_some_and(|b| !b.take(now));
+                if limited {
+                    r.connect_refusals += 1;
+                }
+                if r.up && !limited {
                     r.connected = true;
                     r.reqs_seen = 0;
                     r.authenticated = false;
@@ -757,10 +749,7 @@ impl World {
             }
             Command::Disconnect { relay } => {
                 if let Some(r) = self.relays.get_mut(&relay) {
-                    r.connected = false;
-                    r.subs.clear();
-                    r.negs.clear();
-                    r.generation += 1;
+                    r.drop_connection();
                 }
             }
             Command::Unsubscribe {
@@ -824,112 +813,6 @@ impl World {
         }
     }
 
-    fn on_req(
-        &mut self,
-        relay: RelayUrl,
-        sub: SubscriptionId,
-        filters: Vec<Filter>,
-        mode: SubscriptionMode,
-    ) {
-        let now = self.now;
-        let budget_max = self
-            .engine
-            .relay_status(&relay)
-            .map(|r| r.budget.max_subscriptions as usize);
-        let Some(r) = self.relays.get_mut(&relay) else {
-            return;
-        };
-        if !r.connected {
-            return;
-        }
-        let (g, lat) = (r.generation, r.profile.latency);
-        let at = now.plus(lat);
-        r.reqs_seen += 1;
-        if r.profile.auth && !r.authenticated {
-            r.subs.retain(|(s, _)| *s != sub);
-            self.deliver_at(
-                at,
-                &relay,
-                g,
-                Msg::Closed(sub, "auth-required: sign in first".into()),
-            );
-            return;
-        }
-        if r.profile.max_filters.is_some_and(|m| filters.len() > m) {
-            r.subs.retain(|(s, _)| *s != sub);
-            self.deliver_at(
-                at,
-                &relay,
-                g,
-                Msg::Closed(sub, "error: too many filters".into()),
-            );
-            return;
-        }
-        if r.reqs_seen <= r.profile.rate_limit_first {
-            r.subs.retain(|(s, _)| *s != sub);
-            self.deliver_at(
-                at,
-                &relay,
-                g,
-                Msg::Closed(sub, "rate-limited: slow down".into()),
-            );
-            return;
-        }
-        let replacing = r.subs.iter().any(|(s, _)| *s == sub);
-        if !replacing && r.subs.len() >= r.profile.max_subs {
-            match r.profile.refusal {
-                RefusalStyle::Closed => {
-                    self.deliver_at(
-                        at,
-                        &relay,
-                        g,
-                        Msg::Closed(sub, "rate-limited: too many subscriptions".into()),
-                    );
-                    return;
-                }
-                RefusalStyle::Notice => {
-                    self.deliver_at(
-                        at,
-                        &relay,
-                        g,
-                        Msg::Notice("ERROR: too many concurrent REQs".into()),
-                    );
-                    return;
-                }
-                RefusalStyle::Silence => return,
-                RefusalStyle::Drop => {
-                    r.connected = false;
-                    r.subs.clear();
-                    r.negs.clear();
-                    r.generation += 1;
-                    let g = r.generation;
-                    self.deliver_at(now, &relay, g, Msg::Disconnected);
-                    return;
-                }
-                RefusalStyle::Evict => {
-                    r.subs.remove(0);
-                }
-            }
-        }
-        r.subs.retain(|(s, _)| *s != sub);
-        r.subs.push((sub.clone(), filters.clone()));
-        r.peak_subs = r.peak_subs.max(r.subs.len());
-        let published = (r.profile.nip11 && r.profile.publish_limits).then_some(r.profile.max_subs);
-        let open = r.subs.len();
-        let events = r.query(&filters);
-        if published.is_some_and(|p| open > p) || budget_max.is_some_and(|b| open > b) {
-            self.violations.push(Violation::OverBudget(format!(
-                "{relay}: {open} open (published {published:?}, budget {budget_max:?})"
-            )));
-        }
-        let _ = mode;
-        self.stats.events_sent += events.len() as u64;
-        for e in events {
-            self.deliver_at(at, &relay, g, Msg::Event(sub.clone(), Box::new(e)));
-        }
-        self.deliver_at(at, &relay, g, Msg::Eose(sub));
-    }
-
     /// Relays whose every target is confirmed and nothing is pending.
     pub fn converged(&self, relay: &RelayUrl) -> bool {
         let targets = self.engine.relay_targets(relay);
@@ -948,29 +831,10 @@ impl World {
             return Vec::new();
         };
         let targets = self.engine.relay_targets(relay).unwrap_or_default();
-        let wanted = |e: &Event| -> bool {
-            if e.kind.as_u16() == 30617 {
-                return targets.contains(&TargetKey::Discovery);
-            }
-            e.tags.iter().any(|t| {
-                match t.as_slice() {
-                [k, v, ..] if k == "a" || k == "A" || k == "q" => targets.iter().any(|x| {
-                    matches!(x, TargetKey::Repo(c) if c.to_string() == *v)
-                }),
-                [k, v, ..] if k == "e" || k == "E" || k == "q" => targets
-                    .iter()
-                    .any(|x| matches!(x, TargetKey::Root(id) if id.to_hex() == *v)),
-                [k, v, ..] if k == "d" && e.kind.as_u16() == 30618 => targets.iter().any(|x| {
-                    matches!(x, TargetKey::Repo(c) if c.identifier == *v && c.author == e.pubkey)
-                }),
-                _ => false,
-            }
-            })
-        };
         r.events
             .values()
             .filter(|e| {
-                wanted(e)
+                targets.iter().any(|t| under_target(t, e))
                     && self.engine.check_acceptance(e).is_accept()
                     && !self.store.contains_key(&e.id)
             })

@@ -243,3 +243,33 @@ fn roots_wait_for_the_repo_pass_then_go_out_in_full_packs() {
     assert_eq!(filters, 9, "3 packs (100, 100, 50 roots) × 3 filters");
     assert_eq!(roots.len(), 1, "within 10 filters per REQ: one REQ");
 }
+
+/// Found by the peer zoo (a strfry-like relay, 50 ms away, where the EOSE
+/// of a live update arrived at the very millisecond a new root's batch was
+/// due): the input rescheduled the relay's timers before they ran, the due
+/// deadline was dropped (a deadline is only ever in the future), and the
+/// batch waited 394 s for something else to pump the relay. Timers due at
+/// an input's time run before the input.
+#[test]
+fn an_input_at_the_instant_a_batch_is_due_does_not_lose_it() {
+    let mut rig = Rig::new(1, |_| {});
+    let r = rig.relay.clone();
+    let mut open = BTreeSet::new();
+    let cs = rig.connect();
+    rig.answer_all(cs, &mut open, 10);
+    let ms = T * 1000;
+    rig.now = Time::from_millis(ms);
+    rig.input(Input::CatalogEvent(&issue(7, T - 5, &coord(1, "r0"))));
+    let due = rig.e.next_wakeup().expect("the batch is due soon");
+    assert!(due.since(rig.now) < Duration::from_secs(1), "{due:?}");
+    // Something from the relay at that very instant, whose handling sends
+    // nothing by itself (the store's answer for an event).
+    rig.now = due;
+    let cs = rig.input(Input::EventStored {
+        relay: &r,
+        id: issue(8, T - 6, &coord(1, "r0")).id,
+        created_at: T - 6,
+        outcome: StoreOutcome::Duplicate,
+    });
+    assert_eq!(Rig::historic(&cs).len(), 1, "the batch goes out: {cs:?}");
+}

@@ -275,3 +275,117 @@ fn a_lowered_budget_closes_what_no_longer_fits() {
     );
     let _ = r;
 }
+
+/// Found by the peer zoo (a relay that caps subscriptions with a NOTICE,
+/// as nostr-rs-relay does, and an engine allowed more): by the time the
+/// NOTICE for a REQ arrived, the engine had sent more REQs, and blamed the
+/// latest of them; the refused REQ then waited out its 60 s timeout while
+/// the relay answered everything else. A blamed REQ that the relay answers
+/// after all passes the blame on to the latest unanswered REQ sent before it.
+#[test]
+fn a_notice_blamed_on_a_req_answered_later_moves_to_an_earlier_one() {
+    let mut rig = Rig::new(3, |c| c.default_budget.max_values_per_filter = 1);
+    let r = rig.relay.clone();
+    let cs = rig.connect();
+    let hist = Rig::historic(&cs);
+    assert!(hist.len() >= 2, "{cs:?}");
+    // Everything is answered but the first historic REQ (the relay refused
+    // it) and the last one (pipelined behind it, still on the wire).
+    let (refused, later) = (hist[0].clone(), hist[hist.len() - 1].clone());
+    for (sub, _) in subs_of_mode(&cs, SubscriptionMode::Live) {
+        rig.input(Input::Eose {
+            relay: &r,
+            subscription: &sub,
+        });
+    }
+    for sub in &hist[1..hist.len() - 1] {
+        rig.input(Input::Eose {
+            relay: &r,
+            subscription: sub,
+        });
+    }
+    let cs = rig.input(Input::Notice {
+        relay: &r,
+        message: "Subscription error: Maximum concurrent subscription count reached",
+    });
+    // The latest unanswered REQ is blamed (the relay's words name none).
+    assert!(cs.contains(&Command::Unsubscribe {
+        relay: r.clone(),
+        subscription: later.clone()
+    }));
+    // It was not the one: its EOSE comes. The refused one is sent again at
+    // once, without waiting for its timeout.
+    let cs = rig.input(Input::Eose {
+        relay: &r,
+        subscription: &later,
+    });
+    assert!(
+        cs.contains(&Command::Unsubscribe {
+            relay: r.clone(),
+            subscription: refused.clone()
+        }),
+        "{cs:?}"
+    );
+    assert!(!Rig::historic(&cs).is_empty(), "{cs:?}");
+    let st = &rig.e.status().relays[0];
+    assert_eq!(
+        st.stats.refusals.values().sum::<u64>(),
+        1,
+        "one NOTICE, one refusal"
+    );
+    assert_eq!(st.cooldown_until, None);
+}
+
+/// Found by the peer zoo (LocalRelay serving one REQ at a time, and live
+/// updates whose old REQs the engine had already closed or replaced when
+/// their refusals came): each such refusal lowered the budget by one below
+/// what was open, and once a single subscription was open, each started or
+/// doubled a cool-down: 30 minutes of nothing. A cap refusal of a REQ we
+/// no longer hold is counted and changes nothing else.
+#[test]
+fn a_cap_refusal_of_an_id_no_longer_held_neither_lowers_nor_cools() {
+    let mut rig = Rig::new(30, |c| c.default_budget.max_values_per_filter = 1);
+    let cs = rig.connect();
+    assert_eq!(rig.e.status().relays[0].open_subscriptions, 10, "{cs:?}");
+    for i in 0..12 {
+        let gone = SubscriptionId::new(format!("live-{}", 900 + i));
+        rig.closed(&gone, "rate-limited: too many REQs");
+    }
+    let st = &rig.e.status().relays[0];
+    assert_eq!(st.cooldown_until, None);
+    assert_eq!(st.learned_max_subscriptions, None);
+    assert_eq!(st.open_subscriptions, 10);
+    assert_eq!(
+        st.stats
+            .refusals
+            .get(&crate::relay::RefusalReason::TooManySubscriptions),
+        Some(&12)
+    );
+}
+
+/// Found by the peer zoo (khatru's 20 filters a minute, 1,200 roots the
+/// live budget could not cover): serving one poll of the uncovered targets
+/// took longer than the poll interval, each poll queued every uncovered
+/// target again, and the queue grew to thousands of packs while the first
+/// sync never ended. A poll skips targets a queued pack already holds.
+#[test]
+fn polls_of_uncovered_targets_do_not_pile_up_behind_a_rate_limit() {
+    // 30 repos, one per live group: 10 subscriptions cannot cover them.
+    let mut rig = Rig::new(30, |c| c.default_budget.max_values_per_filter = 1);
+    let mut open = BTreeSet::new();
+    let cs = rig.connect();
+    rig.answer_all(cs, &mut open, 10);
+    assert!(rig.e.status().relays[0].live_uncovered > 0);
+    // From now on the relay refuses every REQ as rate-limited.
+    let mut most_queued = 0;
+    for s in 1..4 * 3600 {
+        let cs = rig.at(s);
+        for sub in Rig::historic(&cs) {
+            rig.closed(&sub, "rate-limited: slow down");
+        }
+        most_queued = most_queued.max(rig.e.status().relays[0].queued_batches);
+    }
+    // One target per pack here: never more packs than targets (it grew
+    // past 1,200 in four hours before).
+    assert!(most_queued <= 30, "{most_queued} packs queued at once");
+}

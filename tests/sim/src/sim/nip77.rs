@@ -1,6 +1,7 @@
 //! NIP-77 on the simulated relays: how a fake relay treats NEG-OPEN (answer
-//! with the `negentropy` crate as responder, NEG-ERR, a refusal NOTICE,
-//! silence, or a dropped connection), and the store's side (our items).
+//! with the `negentropy` crate as responder, NEG-ERR, a refusal NOTICE in
+//! its real words, silence, or a dropped connection; strfry's NEG-ERR over
+//! too many results), and the store's side (our items).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,10 @@ pub enum Nip77Behaviour {
     Silent,
     /// Drops the connection.
     Drop,
+    /// A NOTICE with these words (nostr-rs-relay: "could not parse
+    /// command"; khatru without negentropy: "failed to parse envelope:
+    /// unknown label"; @nostr-relay/core: "invalid: unknown message type").
+    Notice(&'static str),
 }
 
 /// `(id, created_at)` of every event in `events` matching `filter`.
@@ -67,14 +72,26 @@ impl World {
                 g,
                 Msg::NegErr(sub, "blocked: not for you".into()),
             ),
-            Nip77Behaviour::Silent => {}
+            Nip77Behaviour::Notice(text) => {
+                self.deliver_at(at, &relay, g, Msg::Notice(text.into()))
+            }
+            Nip77Behaviour::Silent => r.episode.silent += 1,
             Nip77Behaviour::Drop => {
-                r.connected = false;
-                r.subs.clear();
-                r.negs.clear();
-                r.generation += 1;
+                r.drop_connection();
                 let g = r.generation;
                 self.deliver_at(now, &relay, g, Msg::Disconnected);
+            }
+            Nip77Behaviour::Answer
+                if r.profile
+                    .neg_max_items
+                    .is_some_and(|max| items(&r.events, &filter).len() > max) =>
+            {
+                self.deliver_at(
+                    at,
+                    &relay,
+                    g,
+                    Msg::NegErr(sub, "blocked: too many query results".into()),
+                )
             }
             Nip77Behaviour::Answer => {
                 r.negs.insert(sub.clone(), filter);
