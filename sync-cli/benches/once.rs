@@ -11,7 +11,8 @@
 //! - (b) 2,000 issues on one LocalRelay;
 //! - (c) 1,500 issues behind a silent page cap of 200 plus 300 replies on a
 //!   LocalRelay, and 700 issues sharing one second on nostr-rs-relay 0.8.12
-//!   (when its binary is installed; see `grasp_sync_testkit::relays::nostr_rs`).
+//!   (when its binary is installed, else that row is skipped with a note; see
+//!   `grasp_sync_testkit::relays::nostr_rs`).
 //!
 //! `cargo bench -p grasp-sync --bench once` (`-- --quick`: one run each
 //! instead of three; the figure is the median).
@@ -25,6 +26,7 @@ use grasp_sync_io::store::lmdb::LmdbStore;
 use grasp_sync_sim::signed::{Bulk, BulkKind, Dataset};
 use grasp_sync_testkit::relays::client::RelayClient;
 use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
+use grasp_sync_testkit::relays::nostr_rs::{self, NostrRsRelayHarness};
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 
@@ -189,6 +191,39 @@ async fn main() {
             once: median(once),
             floor: median(floors),
         });
+    }
+
+    // (c) 700 issues sharing one second on nostr-rs-relay: more than one
+    // page (500) of a single second. Skipped when the relay is not
+    // installed: building it takes minutes, and benches do not install.
+    match nostr_rs::installed_binary() {
+        None => println!(
+            "note: (c) on nostr-rs-relay {} skipped: not installed (set {} or run .ci/run)",
+            nostr_rs::VERSION,
+            nostr_rs::ENV_BINARY
+        ),
+        Some(_) => {
+            let relay = NostrRsRelayHarness::start().await;
+            let mut ds = dataset(&[relay.url()]);
+            let burst = ds.add_bulk(Bulk::new(0, 700).kind(BulkKind::Issues).same_second(700));
+            relay.publish(ds.events()).await;
+            let n = ds.events().len();
+            let (mut once, mut floors) = (Vec::new(), Vec::new());
+            for i in 0..runs {
+                let data = tmp.path().join(format!("r{i}"));
+                once.push(run_once(&data, &[relay.url()], &config));
+                let stored = stored_ids(&data).await;
+                assert!(burst.iter().all(|e| stored.contains(&e.id)), "all stored");
+                // No page cap on this relay: the floor reads it directly.
+                floors.push(floor(&[(relay.url(), n)], &tmp.path().join(format!("rf{i}"))).await);
+            }
+            rows.push(Row {
+                name: "(c) 700 in one second, nostr-rs-relay",
+                events: n,
+                once: median(once),
+                floor: median(floors),
+            });
+        }
     }
 
     println!();

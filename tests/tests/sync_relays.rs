@@ -5,53 +5,34 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grasp_sync_sim::signed::{Bulk, Dataset};
+use grasp_sync_sim::signed::Bulk;
 use grasp_sync_testkit::relays::hostile::HostileRelay;
 use grasp_sync_testkit::relays::local::{LocalOptions, LocalRelayHarness};
 use grasp_sync_testkit::relays::python::PythonRelay;
-use grasp_sync_testkit::sync::SyncUnderTest;
+use grasp_sync_testkit::sync::{
+    assert_full_historic_sync, first_sync_dataset, SyncUnderTest, TEST_SERVICE,
+};
 
-const SERVICE: &str = "git.example.com";
+const SERVICE: &str = TEST_SERVICE;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn dataset(relays: &[String]) -> Dataset {
-    Dataset::builder(SERVICE, relays)
-        .repos(3)
-        .foreign_repos(2)
-        .issues(3)
-        .patches(2)
-        .prs(2)
-        .comments(2)
-        .build()
-}
-
-/// Syncs `ds` from relays that already hold it: everything expected
-/// arrives and is confirmed, nothing unrelated is stored.
-async fn assert_full_historic_sync(ds: &Dataset) {
-    let mut sync = SyncUnderTest::start(ds, |_| {}).await;
-    sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
-    sync.wait_confirmed(SYNC_TIMEOUT).await;
-    sync.assert_none_of(&ds.unrelated()).await;
-    sync.shutdown().await;
-}
 
 /// Historic sync of announcements, state, issues, patches, PRs, statuses
 /// and comments through every tag variant; nothing of foreign repos.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn historic_sync_from_local_relay() {
     let relay = LocalRelayHarness::start().await;
-    let ds = dataset(&[relay.url()]);
+    let ds = first_sync_dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
-    assert_full_historic_sync(&ds).await;
+    assert_full_historic_sync(&ds, SYNC_TIMEOUT).await;
 }
 
 /// The same against an independent implementation (Python, sqlite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn historic_sync_from_python_relay() {
     let relay = PythonRelay::start().await;
-    let ds = dataset(&[relay.url()]);
+    let ds = first_sync_dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
-    assert_full_historic_sync(&ds).await;
+    assert_full_historic_sync(&ds, SYNC_TIMEOUT).await;
 }
 
 /// Events spread over two different relay implementations: only a sync
@@ -60,7 +41,7 @@ async fn historic_sync_from_python_relay() {
 async fn events_split_over_two_implementations() {
     let local = LocalRelayHarness::start().await;
     let python = PythonRelay::start().await;
-    let ds = dataset(&[local.url(), python.url()]);
+    let ds = first_sync_dataset(&[local.url(), python.url()]);
     let parts = ds.partition(2);
     local.publish(&parts[0]).await;
     python.publish(&parts[1]).await;
@@ -76,7 +57,7 @@ async fn events_split_over_two_implementations() {
 async fn live_events_arrive_within_two_seconds() {
     let local = LocalRelayHarness::start().await;
     let python = PythonRelay::start().await;
-    let mut ds = dataset(&[local.url(), python.url()]);
+    let mut ds = first_sync_dataset(&[local.url(), python.url()]);
     local.publish(ds.events()).await;
     let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
@@ -110,7 +91,7 @@ async fn paging_behind_a_page_cap() {
         ..LocalOptions::default()
     })
     .await;
-    let mut ds = dataset(&[relay.url()]);
+    let mut ds = first_sync_dataset(&[relay.url()]);
     let bulk = ds.add_bulk(Bulk::new(0, 1_200).same_second(300));
     relay.publish(ds.events()).await;
     assert!(bulk.len() >= 1_200);
@@ -125,7 +106,7 @@ async fn paging_behind_a_page_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_restart_is_caught_up() {
     let mut relay = LocalRelayHarness::start().await;
-    let mut ds = dataset(&[relay.url()]);
+    let mut ds = first_sync_dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
     let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
@@ -154,7 +135,7 @@ async fn remote_restart_is_caught_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_restart_resumes_from_saved_state() {
     let relay = LocalRelayHarness::start().await;
-    let mut ds = dataset(&[relay.url()]);
+    let mut ds = first_sync_dataset(&[relay.url()]);
     relay.publish(ds.events()).await;
     let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
@@ -180,7 +161,7 @@ async fn our_restart_resumes_from_saved_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_relay_synced_after_cool_down() {
     let mut relay = HostileRelay::builder().rate_limited_first(2).start().await;
-    let ds = dataset(&[relay.url()]);
+    let ds = first_sync_dataset(&[relay.url()]);
     relay.push(ds.events());
     let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
@@ -210,7 +191,7 @@ async fn hostile_relay_gets_nothing_in() {
     let probe = HostileRelay::honest(Vec::new()).await;
     let hostile_url = probe.url();
     drop(probe);
-    let mut ds = dataset(&[honest.url(), hostile_url.clone()]);
+    let mut ds = first_sync_dataset(&[honest.url(), hostile_url.clone()]);
     let forged: Vec<_> = ds
         .expected_events()
         .iter()
@@ -285,7 +266,7 @@ async fn sink_feeds_the_services_own_relay() {
 
     let ours = LocalRelayHarness::start().await;
     let remote = PythonRelay::start().await;
-    let mut ds = dataset(&[remote.url()]);
+    let mut ds = first_sync_dataset(&[remote.url()]);
     remote.publish(ds.events()).await;
     // The service's relay holds what it hosts: the announcements.
     let hosted: Vec<_> = ds.repos().iter().map(|r| r.announcement.clone()).collect();

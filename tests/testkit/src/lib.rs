@@ -6,7 +6,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`relays`] | rust-nostr's LocalRelay in process, the PyPI `nostr-relay` as a child process, a scripted hostile relay, and the raw NIP-01 client they share |
+//! | [`relays`] | rust-nostr's LocalRelay in process, the PyPI `nostr-relay` and nostr-rs-relay as child processes, a scripted hostile relay, and the raw NIP-01 client they share |
 //! | [`sync`] | [`sync::SyncUnderTest`]: the runner into a fresh embedded store, with the tests' fast timings ([`sync::test_config`]) |
 //!
 //! rust-nostr's relay builder brings its own `nostr` (0.44); this crate is

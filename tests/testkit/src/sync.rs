@@ -15,6 +15,35 @@ use nostr::filter::Filter;
 
 use grasp_sync_sim::signed::Dataset;
 
+/// The service domain the integration tests sync into.
+pub const TEST_SERVICE: &str = "git.example.com";
+
+/// The dataset of the first-sync integration tests, announced on `relays`
+/// for [`TEST_SERVICE`]: 3 hosted repos (each with 3 issues, 2 patches,
+/// 2 pull requests, statuses, comments and replies) and 2 foreign repos
+/// whose events must not be stored.
+pub fn first_sync_dataset(relays: &[String]) -> Dataset {
+    Dataset::builder(TEST_SERVICE, relays)
+        .repos(3)
+        .foreign_repos(2)
+        .issues(3)
+        .patches(2)
+        .prs(2)
+        .comments(2)
+        .build()
+}
+
+/// Syncs `ds` from relays that already hold it: everything expected
+/// arrives and every target is confirmed within `timeout`, and nothing
+/// unrelated is stored.
+pub async fn assert_full_historic_sync(ds: &Dataset, timeout: Duration) {
+    let mut sync = SyncUnderTest::start(ds, |_| {}).await;
+    sync.wait_for(&ds.expected(), timeout).await;
+    sync.wait_confirmed(timeout).await;
+    sync.assert_none_of(&ds.unrelated()).await;
+    sync.shutdown().await;
+}
+
 /// The configuration the tests run with: private addresses allowed (the
 /// relays are on 127.0.0.1) and fast timings.
 pub fn test_config(service: &str) -> IoConfig {

@@ -1,8 +1,9 @@
 //! Real relays on 127.0.0.1 for integration tests that run the sync over
 //! real websockets: the rust-nostr `LocalRelay` in process ([`local`]), the
-//! PyPI `nostr-relay` as a child process ([`python`]), and a scripted
-//! misbehaving relay ([`hostile`]); plus the raw NIP-01 client they share
-//! ([`client`]).
+//! PyPI `nostr-relay` ([`python`]) and nostr-rs-relay ([`nostr_rs`]) as
+//! child processes, and a scripted misbehaving relay ([`hostile`]); plus
+//! the raw NIP-01 client they share ([`client`]) and what the child-process
+//! relays share: finding or installing them ([`install`]) and running them.
 //!
 //! Every harness binds 127.0.0.1 only, is stopped or killed on drop, and
 //! offers `url()`, `publish(&[Event])` (waits for every `OK`; panics on a
@@ -11,7 +12,10 @@
 
 pub mod client;
 pub mod hostile;
+pub mod install;
 pub mod local;
+pub mod nostr_rs;
+mod process;
 pub mod python;
 
 use std::future::Future;
@@ -20,6 +24,7 @@ use std::time::Duration;
 pub use client::{PublishReport, RelayClient};
 pub use hostile::{HostileBuilder, HostileRelay, ReqRecord};
 pub use local::{LocalOptions, LocalRelayHarness};
+pub use nostr_rs::NostrRsRelayHarness;
 pub use python::{PythonOptions, PythonRelay};
 
 /// What every harness has in common (handy for helpers over mixed peers).
@@ -45,6 +50,15 @@ impl TestRelay for PythonRelay {
     }
     fn port(&self) -> u16 {
         PythonRelay::port(self)
+    }
+}
+
+impl TestRelay for NostrRsRelayHarness {
+    fn url(&self) -> String {
+        NostrRsRelayHarness::url(self)
+    }
+    fn port(&self) -> u16 {
+        NostrRsRelayHarness::port(self)
     }
 }
 

@@ -15,37 +15,31 @@
 //! process (gunicorn would fork a worker that outlives a killed master).
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 
-use super::client::{self, PublishReport, RelayClient};
+use super::client::{self, PublishReport};
+use super::install::{self, InstallSpec};
+use super::process::{ProcessSpec, RelayProcess};
+
+pub use super::install::{workspace_root, INSTALLED_MARKER};
 
 /// Environment variable naming the `nostr-relay` executable to use.
 pub const ENV_BINARY: &str = "GRASP_SYNC_NOSTR_RELAY";
 /// The PyPI version installed when none is found.
 pub const VERSION: &str = "1.14";
-/// File written into the install directory once `pip install` succeeded.
-pub const INSTALLED_MARKER: &str = ".installed";
-
-/// The workspace root (this crate lives in `<workspace>/tests/testkit`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("the testkit crate lives inside the workspace")
-        .to_path_buf()
-}
 
 /// Where the relay is installed when [`ENV_BINARY`] is not set:
 /// `<workspace>/target/test-relays/nostr-relay`.
 pub fn default_install_dir() -> PathBuf {
-    workspace_root().join("target/test-relays/nostr-relay")
+    install::test_relays_dir().join("nostr-relay")
 }
 
 /// The `nostr-relay` executable: from [`ENV_BINARY`], else the default
@@ -54,118 +48,34 @@ pub fn default_install_dir() -> PathBuf {
 /// Panics with the reason when it cannot be found or installed.
 pub fn nostr_relay_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(find_or_install).clone()
+    BINARY
+        .get_or_init(|| {
+            install::find_or_install(&InstallSpec {
+                what: "the PyPI nostr-relay 1.14",
+                env_var: ENV_BINARY,
+                dir: default_install_dir(),
+                binary: "bin/nostr-relay",
+                version: VERSION,
+                lock_stale_after: Duration::from_secs(15 * 60),
+                install: pip_install,
+                by_hand: format!(
+                    "Install it by hand (python3 -m venv DIR && DIR/bin/pip install \
+                     nostr-relay=={VERSION}) and set {ENV_BINARY}=DIR/bin/nostr-relay"
+                ),
+            })
+        })
+        .clone()
 }
 
-fn find_or_install() -> PathBuf {
-    if let Some(p) = std::env::var_os(ENV_BINARY) {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "{ENV_BINARY}={} does not name an existing file (unset it to install the PyPI \
-             nostr-relay {VERSION} under target/test-relays)",
-            p.display()
-        );
-        return p;
-    }
-    let dir = default_install_dir();
-    let bin = dir.join("bin/nostr-relay");
-    let installed = |dir: &Path| dir.join(INSTALLED_MARKER).is_file() && bin.is_file();
-    if installed(&dir) {
-        return bin;
-    }
-    let _lock = DirLock::acquire(&dir.with_file_name("nostr-relay.lock"));
-    if installed(&dir) {
-        return bin;
-    }
-    if let Err(e) = install(&dir) {
-        panic!(
-            "the PyPI nostr-relay {VERSION} is needed by these tests and could not be installed \
-             into {}: {e}\nInstall it by hand (python3 -m venv DIR && DIR/bin/pip install \
-             nostr-relay=={VERSION}) and set {ENV_BINARY}=DIR/bin/nostr-relay",
-            dir.display()
-        );
-    }
-    bin
-}
-
-fn install(dir: &Path) -> Result<(), String> {
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| format!("cannot remove a partial install: {e}"))?;
-    }
-    if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("cannot create {parent:?}: {e}"))?;
-    }
-    run(Command::new("python3").arg("-m").arg("venv").arg(dir))?;
-    run(Command::new(dir.join("bin/pip"))
-        .arg("install")
-        .arg("--quiet")
-        .arg("--disable-pip-version-check")
-        .arg(format!("nostr-relay=={VERSION}")))?;
-    if !dir.join("bin/nostr-relay").is_file() {
-        return Err("pip succeeded but bin/nostr-relay is missing".to_owned());
-    }
-    fs::write(dir.join(INSTALLED_MARKER), VERSION).map_err(|e| e.to_string())
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let what = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A cross-process lock: a directory that exists while held. A lock older
-/// than 15 minutes is considered abandoned.
-struct DirLock(PathBuf);
-
-impl DirLock {
-    fn acquire(path: &Path) -> DirLock {
-        if let Some(parent) = path.parent() {
-            let _ = fs::create_dir_all(parent);
-        }
-        let start = std::time::Instant::now();
-        loop {
-            match fs::create_dir(path) {
-                Ok(()) => return DirLock(path.to_path_buf()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .is_some_and(|age| age > Duration::from_secs(15 * 60));
-                    if stale {
-                        let _ = fs::remove_dir(path);
-                        continue;
-                    }
-                    assert!(
-                        start.elapsed() < Duration::from_secs(20 * 60),
-                        "waited 20 min for the install lock {}",
-                        path.display()
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("cannot create the install lock {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.0);
-    }
+fn pip_install(dir: &Path) -> Result<(), String> {
+    install::run(Command::new("python3").arg("-m").arg("venv").arg(dir))?;
+    install::run(
+        Command::new(dir.join("bin/pip"))
+            .arg("install")
+            .arg("--quiet")
+            .arg("--disable-pip-version-check")
+            .arg(format!("nostr-relay=={VERSION}")),
+    )
 }
 
 /// Knobs of the Python relay's configuration.
@@ -191,22 +101,9 @@ impl Default for PythonOptions {
 
 /// A running (or stopped) PyPI `nostr-relay` bound to `127.0.0.1:port`,
 /// with its sqlite database in a temporary directory. Killed on drop.
+#[derive(Debug)]
 pub struct PythonRelay {
-    dir: tempfile::TempDir,
-    port: u16,
-    binary: PathBuf,
-    child: Option<Child>,
-    /// Unique `relay_name`, to recognise our process on the port.
-    name: String,
-}
-
-impl std::fmt::Debug for PythonRelay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PythonRelay")
-            .field("port", &self.port)
-            .field("dir", &self.dir.path())
-            .finish()
-    }
+    process: RelayProcess,
 }
 
 impl PythonRelay {
@@ -222,134 +119,57 @@ impl PythonRelay {
         let binary = tokio::task::spawn_blocking(nostr_relay_binary)
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        let dir = tempfile::Builder::new()
-            .prefix("grasp-sync-nostr-relay-")
-            .tempdir()
-            .expect("temporary directory");
-        let mut relay = PythonRelay {
-            dir,
-            port: 0,
+        // `--use-uvicorn`: one process (gunicorn would fork a worker that
+        // outlives a killed master).
+        let spec = ProcessSpec {
+            what: "the python relay",
             binary,
-            child: None,
-            name: String::new(),
+            dir_prefix: "grasp-sync-nostr-relay-",
+            args: ["-c", "config.yaml", "serve", "--use-uvicorn"]
+                .map(OsString::from)
+                .to_vec(),
+            envs: Vec::new(),
         };
-        // The port may be taken by another process between the check and
-        // the relay's bind: the relay then exits, and another port is tried.
-        for attempt in 1..=5 {
-            relay.port = client::free_port();
-            relay.name = format!(
-                "grasp-sync test relay {}-{}",
-                std::process::id(),
-                relay.port
-            );
-            let config = config_yaml(&options, relay.dir.path(), relay.port, &relay.name);
-            fs::write(relay.dir.path().join("config.yaml"), config).expect("write config.yaml");
-            relay.spawn();
-            match relay.wait_ready().await {
-                Ok(()) => return relay,
-                Err(e) if attempt < 5 && relay.child.is_none() => {
-                    tracing::warn!("python relay on port {}: {e}; another port", relay.port);
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-        unreachable!("the last attempt panics")
+        let process = RelayProcess::start(spec, |dir, port, name| {
+            fs::write(
+                dir.join("config.yaml"),
+                config_yaml(&options, dir, port, name),
+            )
+            .expect("write config.yaml");
+        })
+        .await;
+        PythonRelay { process }
     }
 
     /// `ws://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+        self.process.url()
     }
 
     /// The port (the same across restarts).
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port()
     }
 
     /// The directory with `config.yaml`, `nostr.sqlite3` and `relay.log`.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// The relay's output so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Kills the process (its connections drop; the database stays).
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-        }
+        self.process.stop().await;
     }
 
     /// Starts the process again on the same port and database, and waits
     /// until it serves (panics with its log after 60 s or if it exits).
     pub async fn start_again(&mut self) {
-        assert!(self.child.is_none(), "the python relay is already running");
-        self.spawn();
-        if let Err(e) = self.wait_ready().await {
-            panic!("{e}");
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("relay.log"))
-            .expect("open relay.log");
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(self.dir.path().join("config.yaml"))
-            .arg("serve")
-            .arg("--use-uvicorn")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-    }
-
-    /// Waits until our process (its NIP-11 name is checked, so another
-    /// server on the port does not count) accepts websockets. On exit the
-    /// child is reaped and `self.child` is `None`.
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!(
-                    "the python relay exited ({status}) before serving on port {}:\n{}",
-                    self.port,
-                    self.log()
-                ));
-            }
-            let ours = client::nip11(self.port)
-                .await
-                .is_some_and(|doc| doc.contains(&self.name));
-            if ours {
-                if let Ok(c) = RelayClient::try_connect(&self.url()).await {
-                    c.close().await;
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "the python relay does not serve on {} after 60 s:\n{}",
-                    self.url(),
-                    self.log()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.start_again().await;
     }
 
     /// [`PythonRelay::stop`] then [`PythonRelay::start_again`].
@@ -378,15 +198,6 @@ impl PythonRelay {
     /// Which of `ids` the relay does not serve.
     pub async fn missing(&self, ids: &BTreeSet<EventId>) -> BTreeSet<EventId> {
         client::missing(&self.url(), ids).await
-    }
-}
-
-impl Drop for PythonRelay {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
