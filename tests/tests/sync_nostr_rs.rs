@@ -289,3 +289,35 @@ async fn live_events_arrive_on_unanswered_live_reqs() {
     assert_eq!(status.stats.connects, 1, "reconnected: {status:#?}");
     sync.shutdown().await;
 }
+
+/// 1,500 issues one second apart, in pages of 200: eight pages of the
+/// repo's `#a` filter, while other filters of the same REQs (`#A`, `#d`)
+/// bring back the repo's older events, some of which also match `#a`.
+/// Everything arrives and is confirmed only once stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pages_of_issues_one_second_apart() {
+    let relay = NostrRsRelayHarness::start().await;
+    let mut ds = Dataset::builder(TEST_SERVICE, &[relay.url()])
+        .repos(1)
+        .foreign_repos(0)
+        .issues(0)
+        .patches(0)
+        .prs(0)
+        .comments(0)
+        .build();
+    ds.add_bulk(Bulk::new(0, 1500).kind(BulkKind::Issues).same_second(0));
+    relay.publish(ds.events()).await;
+    let mut sync = SyncUnderTest::start(&ds, |c| {
+        c.engine.default_budget.page_limit = 200;
+        default_historic_timeout(c);
+    })
+    .await;
+    sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
+    wait_confirmed_truthfully(&sync, &ds, SYNC_TIMEOUT).await;
+    let status = relay_status(&sync).await;
+    assert_eq!(
+        status.stats.timeouts, 0,
+        "a REQ was waited out: {status:#?}"
+    );
+    sync.shutdown().await;
+}
