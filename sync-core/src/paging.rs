@@ -51,9 +51,9 @@ pub struct FilterPaging {
     /// Ids already seen at the boundary second (the oldest second reached).
     boundary: BTreeSet<EventId>,
     boundary_second: Option<u64>,
-    // The page in flight: every (created_at, id) that matched this filter,
-    // judged at the page's end (see `end_page`).
-    page_events: Vec<(u64, EventId)>,
+    // The page in flight: every event that matched this filter, judged at
+    // the page's end (see `settle_page`).
+    page_events: Vec<PageEvent>,
     page_count: u32,
     page_new: u32,
     page_oldest: Option<u64>,
@@ -71,6 +71,16 @@ pub struct FilterPaging {
     unproven: u32,
     /// What the last page showed of the relay's page sizes.
     shown: PageEvidence,
+}
+
+/// One event of the page in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PageEvent {
+    created_at: u64,
+    id: EventId,
+    /// It also matches another filter of the REQ, so it may have been sent
+    /// for that one.
+    shared: bool,
 }
 
 /// Pages smaller than this are taken as complete even when they are all one second.
@@ -260,7 +270,18 @@ impl FilterPaging {
     /// an event matching this filter may have been sent for another one: an
     /// older event than this filter's own page reaches. The page is therefore
     /// judged at its end on the newest `limit` events only (see `end_page`).
+    /// This one matches no other filter of the REQ: it was sent for this one.
     pub fn observe(&mut self, id: EventId, created_at: u64) {
+        self.note(id, created_at, false);
+    }
+
+    /// Notes one event of the current page that matches this filter and
+    /// another of the same REQ: it may have been sent for the other one.
+    pub fn observe_shared(&mut self, id: EventId, created_at: u64) {
+        self.note(id, created_at, true);
+    }
+
+    fn note(&mut self, id: EventId, created_at: u64, shared: bool) {
         if self.since.is_some_and(|s| created_at < s) {
             return; // the relay ignored `since`: nothing we asked for
         }
@@ -271,35 +292,55 @@ impl FilterPaging {
             Mode::Tie { second, .. } if created_at != second => return,
             _ => {}
         }
-        self.page_events.push((created_at, id));
+        self.page_events.push(PageEvent {
+            created_at,
+            id,
+            shared,
+        });
     }
 
-    /// Reduces the page to what this filter's own answer can have been (its
-    /// newest `requested` events, and every event sharing the oldest
-    /// second kept), and counts it against the pass.
+    /// Reduces the page to what this filter's own answer can have been, and
+    /// counts it against the pass.
+    ///
+    /// The relay's answer for this filter is its newest events down to some
+    /// second, at most `requested` of them. An event that matches no other
+    /// filter of the REQ was surely sent for this one, so the answer reaches
+    /// at least its second; older events that other filters match too may
+    /// have been sent for them, from further back than this filter's answer
+    /// (a silent cap below `requested` hides how far back that is). So the
+    /// page is cut at the oldest event sent surely for this filter while that
+    /// keeps something new (the next page then overlaps, never skips);
+    /// otherwise at the newest `requested` (every event sharing the oldest
+    /// second kept).
     fn settle_page(&mut self, requested: u32) {
         let mut events = std::mem::take(&mut self.page_events);
-        events.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        // A relay may send one event once per filter it matches.
+        events.dedup_by_key(|e| e.id);
+        let whole_seconds_to = |events: &[PageEvent], last: usize| {
+            let cut = events[last].created_at;
+            events.partition_point(|e| e.created_at >= cut)
+        };
         let keep = (requested as usize).max(1);
-        if events.len() > keep {
-            let cut = events[keep - 1].0;
-            let end = events.partition_point(|(t, _)| *t >= cut);
-            events.truncate(end);
+        let mut end = if events.len() > keep {
+            whole_seconds_to(&events, keep - 1)
+        } else {
+            events.len()
+        };
+        if let Some(last_sure) = events[..end].iter().rposition(|e| !e.shared) {
+            let sure_end = whole_seconds_to(&events, last_sure);
+            if sure_end < end && events[..sure_end].iter().any(|e| self.is_new(e)) {
+                end = sure_end;
+            }
         }
+        events.truncate(end);
         self.page_count = u32::try_from(events.len()).unwrap_or(u32::MAX);
         self.page_new = 0;
-        self.page_newest = events.first().map(|(t, _)| *t);
-        self.page_oldest = events.last().map(|(t, _)| *t);
-        for (created_at, id) in events {
-            let is_new = match self.mode {
-                Mode::Done => false,
-                // First page: everything is new.
-                Mode::Normal { until: None } => true,
-                Mode::Normal { until: Some(u) } => {
-                    created_at < u || (created_at == u && !self.boundary.contains(&id))
-                }
-                Mode::Tie { second, .. } => created_at == second && !self.boundary.contains(&id),
-            };
+        self.page_newest = events.first().map(|e| e.created_at);
+        self.page_oldest = events.last().map(|e| e.created_at);
+        for e in events {
+            let (created_at, id) = (e.created_at, e.id);
+            let is_new = self.is_new(&e);
             if is_new {
                 self.page_new += 1;
             }
@@ -316,6 +357,20 @@ impl FilterPaging {
                     self.boundary_second = Some(created_at);
                 }
             }
+        }
+    }
+
+    /// Whether a page event is one this pass had not seen (judged against
+    /// the page's `until` and the ids seen at the boundary second).
+    fn is_new(&self, e: &PageEvent) -> bool {
+        match self.mode {
+            Mode::Done => false,
+            // First page: everything is new.
+            Mode::Normal { until: None } => true,
+            Mode::Normal { until: Some(u) } => {
+                e.created_at < u || (e.created_at == u && !self.boundary.contains(&e.id))
+            }
+            Mode::Tie { second, .. } => e.created_at == second && !self.boundary.contains(&e.id),
         }
     }
 
@@ -436,7 +491,7 @@ impl FilterPaging {
         !self.exclusive_until
             && self.boundary_second == Some(u)
             && !self.boundary.is_empty()
-            && !self.page_events.iter().any(|(t, _)| *t == u)
+            && !self.page_events.iter().any(|e| e.created_at == u)
     }
 
     fn step_below(&mut self, second: u64) -> Mode {
@@ -653,6 +708,50 @@ mod tests {
         }
         assert!(!p.end_page(5, 40));
         assert_eq!(p.request(5).until, Some(101));
+    }
+
+    /// Found by the once bench (LocalRelay capping pages at 200 while we ask
+    /// 500): the page is short, so keeping its newest `limit` events kept an
+    /// old event that another filter of the REQ matches too, sent for that
+    /// one; the next page jumped to it and 1,300 events were never asked
+    /// for, with every target confirmed. An event sent surely for this
+    /// filter (no other matches it) bounds the page instead.
+    #[test]
+    fn an_old_event_another_filter_also_matches_does_not_skip_a_capped_page() {
+        // This filter's answer: the newest 5 (seconds 115..=119), capped
+        // below the 10 asked; another filter sent an old match at second 10.
+        let mut p = FilterPaging::new(None);
+        p.start_page();
+        for i in 0..5 {
+            p.observe(id(i), 119 - i);
+        }
+        p.observe_shared(id(99), 10);
+        assert!(!p.end_page(10, 40));
+        assert_eq!(p.request(10).until, Some(115), "not 10");
+        // The next page goes on from there; the old event counts when reached.
+        p.start_page();
+        for i in 4..9 {
+            p.observe(id(i), 119 - i);
+        }
+        assert!(!p.end_page(10, 40));
+        assert_eq!(p.request(10).until, Some(111));
+    }
+
+    /// Every event of a page also matches another filter: nothing bounds
+    /// the page surely, so it is judged on its newest `limit` as before,
+    /// and a page bringing nothing new still ends the filter.
+    #[test]
+    fn a_page_of_shared_events_only_is_judged_on_its_newest_limit() {
+        let mut p = FilterPaging::new(None);
+        p.start_page();
+        for i in 0..3 {
+            p.observe_shared(id(i), 50 - i);
+        }
+        assert!(!p.end_page(10, 40));
+        assert_eq!(p.request(10).until, Some(48));
+        p.start_page();
+        p.observe_shared(id(2), 48);
+        assert!(p.end_page(10, 40), "nothing new: done");
     }
 
     /// A tie page asked with a doubled limit must not make a later full page

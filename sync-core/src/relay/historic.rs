@@ -359,9 +359,14 @@ impl Historic {
         }
         req.last_activity = now;
         let at = event.created_at.as_secs();
+        let shared = hits.len() > 1;
         for (pi, fi) in hits {
             if let Some((_, paging)) = req.packs.get_mut(pi).and_then(|p| p.filters.get_mut(fi)) {
-                paging.observe(event.id, at);
+                if shared {
+                    paging.observe_shared(event.id, at);
+                } else {
+                    paging.observe(event.id, at);
+                }
             }
         }
         Some(true)
