@@ -28,19 +28,18 @@
 //! Nothing else writes to this database, so the runner itself feeds the
 //! engine the events whose later saves succeed.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use grasp_sync_core::StoreOutcome;
-use nostr::event::{Event, EventId, Kind};
+use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr::types::Timestamp;
 use nostr_database::{NostrDatabase, RejectedReason, SaveEventStatus};
 use nostr_lmdb::NostrLmdb;
 use tokio::sync::mpsc;
 
-use super::{BoxFuture, EventStore, StoreError, CATALOG_KINDS};
+use super::{catalog, BoxFuture, EventStore, StoreError};
 
 /// Events read per query while streaming the catalog to the engine.
 const CATALOG_PAGE: usize = 2000;
@@ -82,11 +81,6 @@ pub fn outcome_of(status: SaveEventStatus) -> StoreOutcome {
             | RejectedReason::Other,
         ) => StoreOutcome::Rejected,
     }
-}
-
-/// The filter for every catalog event.
-fn catalog_filter() -> Filter {
-    Filter::new().kinds(CATALOG_KINDS.iter().map(|k| Kind::from(*k)))
 }
 
 impl LmdbStore {
@@ -149,63 +143,10 @@ impl LmdbStore {
         Ok(outcome_of(status))
     }
 
-    /// Sends every stored catalog event to `feed`, newest first, reading
-    /// the database in pages of `self.page` (so memory stays bounded by one
-    /// page, whatever the catalog's size). Stops early, without error, if
-    /// the receiver is dropped.
+    /// Sends every stored catalog event to `feed`, newest first, in pages
+    /// of `self.page`.
     async fn feed_catalog(&self, feed: &mpsc::Sender<Event>) -> Result<(), StoreError> {
-        let limit = self.page.max(1);
-        let mut until: Option<Timestamp> = None;
-        // Ids already sent at the `until` second (it is inclusive).
-        let mut boundary: HashSet<EventId> = HashSet::new();
-        loop {
-            let mut filter = catalog_filter().limit(limit);
-            if let Some(u) = until {
-                filter = filter.until(u);
-            }
-            let page = self.query(filter).await?;
-            let Some(oldest) = page.iter().map(|e| e.created_at).min() else {
-                return Ok(());
-            };
-            let full = page.len() >= limit;
-            let one_second = page.iter().all(|e| e.created_at == oldest);
-            let mut next_boundary = HashSet::new();
-            for ev in page {
-                if ev.created_at == oldest {
-                    next_boundary.insert(ev.id);
-                }
-                if boundary.contains(&ev.id) {
-                    continue;
-                }
-                if feed.send(ev).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-            if one_second {
-                // More events in this one second than a page holds: read
-                // the whole second without a limit, then step past it.
-                let second = catalog_filter().since(oldest).until(oldest);
-                for ev in self.query(second).await? {
-                    if next_boundary.contains(&ev.id) || boundary.contains(&ev.id) {
-                        continue;
-                    }
-                    if feed.send(ev).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if oldest.as_secs() == 0 {
-                    return Ok(());
-                }
-                until = Some(Timestamp::from_secs(oldest.as_secs() - 1));
-                boundary.clear();
-            } else {
-                until = Some(oldest);
-                boundary = next_boundary;
-            }
-        }
+        catalog::feed_newest_first(|filter| self.query(filter), self.page, feed).await
     }
 }
 
@@ -246,8 +187,9 @@ impl EventStore for LmdbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nostr::event::{EventBuilder, FinalizeEvent, Tag};
+    use nostr::event::{EventBuilder, FinalizeEvent, Kind, Tag};
     use nostr::key::{Keys, SecretKey};
+    use std::collections::HashSet;
 
     fn keys(n: u8) -> Keys {
         let mut b = [0x11u8; 32];

@@ -13,6 +13,7 @@ use nostr::event::Event;
 use nostr::filter::Filter;
 use tokio::sync::mpsc;
 
+mod catalog;
 pub mod database;
 pub mod lmdb;
 pub mod relay_sink;

@@ -29,19 +29,17 @@
 //! - [`EventStore::close`]: further calls fail with [`StoreError::Closed`];
 //!   the database itself is the host's and stays open.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use grasp_sync_core::{LocalItem, StoreOutcome};
-use nostr::event::{Event, EventId, Kind};
+use nostr::event::Event;
 use nostr::filter::Filter;
-use nostr::types::Timestamp;
 use nostr_database::{IntoNostrDatabase, NostrDatabase, RejectedReason, SaveEventStatus};
 use tokio::sync::mpsc;
 
-use super::{BoxFuture, EventStore, StoreError, CATALOG_KINDS};
+use super::{catalog, BoxFuture, EventStore, StoreError};
 
 #[cfg(feature = "nostr-044")]
 mod v044;
@@ -145,61 +143,9 @@ impl<B: Backend> NostrDatabaseStore<B> {
     }
 
     /// Sends every stored catalog event to `feed`, newest first, in pages
-    /// of `self.page`; stops early, without error, when the receiver is
-    /// dropped.
+    /// of `self.page`.
     async fn feed_catalog(&self, feed: &mpsc::Sender<Event>) -> Result<(), StoreError> {
-        let limit = self.page.max(1);
-        let mut until: Option<Timestamp> = None;
-        // Ids already sent at the `until` second (it is inclusive).
-        let mut boundary: HashSet<EventId> = HashSet::new();
-        loop {
-            let mut filter = catalog_filter().limit(limit);
-            if let Some(u) = until {
-                filter = filter.until(u);
-            }
-            let page = self.query(filter).await?;
-            let Some(oldest) = page.iter().map(|e| e.created_at).min() else {
-                return Ok(());
-            };
-            let full = page.len() >= limit;
-            let one_second = page.iter().all(|e| e.created_at == oldest);
-            let mut next_boundary = HashSet::new();
-            for event in page {
-                if event.created_at == oldest {
-                    next_boundary.insert(event.id);
-                }
-                if boundary.contains(&event.id) {
-                    continue;
-                }
-                if feed.send(event).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-            if one_second {
-                // More events in one second than a page holds: read that
-                // second whole, then step below it.
-                let second = catalog_filter().since(oldest).until(oldest);
-                for event in self.query(second).await? {
-                    if next_boundary.contains(&event.id) || boundary.contains(&event.id) {
-                        continue;
-                    }
-                    if feed.send(event).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if oldest.as_secs() == 0 {
-                    return Ok(());
-                }
-                until = Some(Timestamp::from_secs(oldest.as_secs() - 1));
-                boundary.clear();
-            } else {
-                until = Some(oldest);
-                boundary = next_boundary;
-            }
-        }
+        catalog::feed_newest_first(|filter| self.query(filter), self.page, feed).await
     }
 }
 
@@ -234,11 +180,6 @@ impl<B: Backend> EventStore for NostrDatabaseStore<B> {
         self.closed.store(true, Ordering::Release);
         Box::pin(async { Ok(()) })
     }
-}
-
-/// The filter for every catalog event.
-fn catalog_filter() -> Filter {
-    Filter::new().kinds(CATALOG_KINDS.iter().map(|k| Kind::from(*k)))
 }
 
 /// The outcome for a `nostr-database` 0.45 save status.

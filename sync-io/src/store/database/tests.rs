@@ -2,10 +2,12 @@
 //! through nostr-lmdb 0.45 and (feature `nostr-044`) the 0.44 memory
 //! database.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-use nostr::event::{EventBuilder, FinalizeEvent, Tag};
+use nostr::event::{EventBuilder, EventId, FinalizeEvent, Kind, Tag};
 use nostr::key::{Keys, SecretKey};
+use nostr::types::Timestamp;
 
 use super::*;
 

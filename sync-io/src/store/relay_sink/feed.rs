@@ -36,8 +36,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, trace, warn};
 
+use super::super::catalog::catalog_filter;
 use super::pager::HistoryPager;
-use super::{catalog_filter, unix_now, Backoff, Shared};
+use super::{unix_now, Backoff, Shared};
 use crate::net::{self, AddressPolicy, RelaySocket};
 use crate::store::StoreError;
 

@@ -67,14 +67,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grasp_sync_core::backoff::exponential;
 use grasp_sync_core::{RelayUrl, StoreOutcome};
-use nostr::event::{Event, EventId, Kind};
+use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr::types::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::{BoxFuture, EventStore, StoreError, CATALOG_KINDS};
+use super::{BoxFuture, EventStore, StoreError};
 use crate::config::NetConfig;
 use crate::net::{self, AddressPolicy};
 
@@ -188,10 +188,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn catalog_filter() -> Filter {
-    Filter::new().kinds(CATALOG_KINDS.iter().map(|k| Kind::from(*k)))
 }
 
 /// Reconnect delays: `min`, doubling to `max` (the core's backoff formula).
