@@ -513,6 +513,30 @@ fn local_relay_caps_id_fetches_too() {
     assert!(status(&w, &relay).stats.reconciliations > 0);
 }
 
+/// Found by the once bench on a real LocalRelay: it caps every page at 200
+/// while we ask 500, and sends each event once per REQ. Old comments tagging
+/// the repo both ways came back for the `#A` filter; the `#a` filter, whose
+/// page looked short, took them as its own and its next page jumped past
+/// 1,300 issues, with every target confirmed. Paged (NIP-77 off) and with
+/// NIP-77, everything is stored before anything is confirmed.
+#[test]
+fn local_relay_cap_below_the_limit_with_events_two_filters_match() {
+    for nip77 in [false, true] {
+        let (mut w, relay) = one_relay(Profile::local_relay(Some(200), 500), |c| c.nip77 = nip77);
+        let issues = repo_with_issues(&mut w, &relay, 1, "r", 1000, 1, T0 - 10_000);
+        let c = coord(1, "r").to_string();
+        let oldest = issues.last().expect("issues");
+        for n in 0..3u64 {
+            // Older than every issue: only `#A` reaches them in its first page.
+            let e = comment_tagging_both(60, T0 - 50_000 + n, &c, oldest, n);
+            w.seed(&relay, e);
+        }
+        let what = format!("local relay capped below the limit, nip77 {nip77}");
+        converges_within(&mut w, Duration::from_secs(600), &what);
+        assert_eq!(w.store.len(), 1 + 1000 + 3, "{what}");
+    }
+}
+
 // ----- @nostr-relay/core ----------------------------------------------------
 
 /// @nostr-relay/core keeps 20 subscriptions and silently evicts the oldest
