@@ -5,7 +5,7 @@
 //! exist), else from
 //! `<workspace>/target/test-relays/nostr-rs-relay/bin/nostr-rs-relay`, which
 //! is installed there on first use with `cargo install nostr-rs-relay
-//! --version 0.8.12 --locked --root DIR` under a lock directory, so parallel
+//! --version 0.8.12 --root DIR` under a lock directory, so parallel
 //! tests do not race. That build takes 10–13 minutes on two cores and needs
 //! `protoc`; an installation that fails panics with the reason: the tests
 //! are never skipped silently. `.ci/run` installs into the same place
@@ -82,7 +82,7 @@ pub fn nostr_rs_relay_binary() -> PathBuf {
                 install: cargo_install,
                 by_hand: format!(
                     "Install it by hand (it needs protoc: apt-get install -y protobuf-compiler; \
-                     then cargo install nostr-rs-relay --version {VERSION} --locked --root DIR) \
+                     then cargo install nostr-rs-relay --version {VERSION} --root DIR) \
                      and set {ENV_BINARY}=DIR/bin/nostr-rs-relay"
                 ),
             })
@@ -95,7 +95,9 @@ fn cargo_install(dir: &Path) -> Result<(), String> {
     install::run(
         Command::new(cargo)
             .args(["install", "nostr-rs-relay", "--version", VERSION])
-            .args(["--locked", "--quiet", "--root"])
+            // Not `--locked`: its lock file pins `time` 0.3.25, which
+            // today's rustc no longer compiles.
+            .args(["--quiet", "--root"])
             .arg(dir)
             // A `cargo test` holds the lock on its target directory while
             // the tests run: building into it would wait forever.
