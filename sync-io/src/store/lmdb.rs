@@ -24,7 +24,7 @@
 //! | `Rejected(Ephemeral \| Expired \| InvalidDelete \| Vanished \| Other)` | `Rejected` | the store will never hold it |
 //!
 //! The catalog feed ([`EventStore::start_catalog_feed`]) sends only the
-//! initial load: every stored event of the [`CATALOG_KINDS`], newest first.
+//! initial load: every stored event of the [`CATALOG_KINDS`](super::CATALOG_KINDS), newest first.
 //! Nothing else writes to this database, so the runner itself feeds the
 //! engine the events whose later saves succeed.
 
@@ -155,7 +155,7 @@ impl EventStore for LmdbStore {
         Box::pin(async move { self.save_event(&event).await })
     }
 
-    /// Sends every stored event of the [`CATALOG_KINDS`] to `feed` (newest
+    /// Sends every stored event of the [`CATALOG_KINDS`](super::CATALOG_KINDS) to `feed` (newest
     /// first) and returns when the last one is queued. The receiver must be
     /// drained concurrently when the catalog may exceed the channel's
     /// capacity. Nothing is sent afterwards (see the module documentation).

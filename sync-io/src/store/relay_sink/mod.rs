@@ -16,7 +16,7 @@
 //!   resend on the same connection: a relay restart delays saves, it does not
 //!   lose them.
 //! - the **catalog feed** (started by [`EventStore::start_catalog_feed`])
-//!   reads every stored event of the [`CATALOG_KINDS`] in pages, then keeps
+//!   reads every stored event of the [`CATALOG_KINDS`](crate::store::CATALOG_KINDS) in pages, then keeps
 //!   a live subscription and catches up after every reconnect (see `feed.rs`).
 //!
 //! # Outcomes
@@ -303,7 +303,7 @@ impl EventStore for RelaySink {
     }
 
     /// Spawns the catalog feed and returns once the history of the
-    /// [`CATALOG_KINDS`] has been queued to `feed` (the receiver must be
+    /// [`CATALOG_KINDS`](crate::store::CATALOG_KINDS) has been queued to `feed` (the receiver must be
     /// drained concurrently). While the local relay is unreachable this
     /// keeps waiting (the feed retries with backoff); dropping the returned
     /// future does not stop the feed, dropping the receiver does. Returns
