@@ -51,7 +51,7 @@ async fn wait_confirmed_truthfully(sync: &SyncUnderTest, ds: &Dataset, timeout: 
             tokio::time::sleep(Duration::from_millis(25)).await;
             continue;
         };
-        if status.pending == 0 && status.confirmed == status.targets {
+        if status.targets > 0 && status.pending == 0 && status.confirmed == status.targets {
             let stored = sync.stored_ids().await;
             let missing = ds.expected().difference(&stored).count();
             assert_eq!(

@@ -159,15 +159,18 @@ impl SyncUnderTest {
         }
     }
 
-    /// Waits until every relay with targets has confirmed all of them.
+    /// Waits until the engine knows a relay and every relay has confirmed
+    /// all its targets.
     pub async fn wait_confirmed(&self, timeout: Duration) {
         let start = Instant::now();
         loop {
             let status = self.status().await;
-            if status
-                .relays
-                .iter()
-                .all(|r| r.pending == 0 && r.confirmed == r.targets)
+            // No relay known yet is not "every target confirmed".
+            if !status.relays.is_empty()
+                && status
+                    .relays
+                    .iter()
+                    .all(|r| r.pending == 0 && r.confirmed == r.targets)
             {
                 return;
             }
