@@ -292,9 +292,10 @@ pub enum Input<'a> {
     },
 }
 
-impl Input<'_> {
-    /// The relay the input is about, if any.
-    pub fn relay(&self) -> Option<&RelayUrl> {
+impl<'a> Input<'a> {
+    /// The relay the input is about, if any (borrowed as long as the input's
+    /// data, not just the input).
+    pub fn relay(&self) -> Option<&'a RelayUrl> {
         match self {
             Input::Tick | Input::CatalogEvent(_) => None,
             Input::RelayInfo { relay, .. }

@@ -63,28 +63,6 @@ enum Msg {
     NegErr(SubscriptionId, String),
 }
 
-/// The relay an input is about, if any.
-fn input_relay<'a>(input: &Input<'a>) -> Option<&'a RelayUrl> {
-    match input {
-        Input::Tick | Input::CatalogEvent(_) => None,
-        Input::RelayInfo { relay, .. }
-        | Input::Connected { relay }
-        | Input::ConnectFailed { relay, .. }
-        | Input::Disconnected { relay, .. }
-        | Input::EventReceived { relay, .. }
-        | Input::EventInvalid { relay }
-        | Input::EventStored { relay, .. }
-        | Input::LocalItems { relay, .. }
-        | Input::NegMsg { relay, .. }
-        | Input::NegErr { relay, .. }
-        | Input::Eose { relay, .. }
-        | Input::Closed { relay, .. }
-        | Input::Notice { relay, .. }
-        | Input::AuthChallenge { relay, .. }
-        | Input::AuthResult { relay, .. } => Some(relay),
-    }
-}
-
 /// Generation of deliveries that do not belong to a websocket (NIP-11).
 const ANY_CONNECTION: u64 = u64::MAX;
 
@@ -297,7 +275,7 @@ impl World {
         if let Some(o) = self.oracle.as_mut() {
             o.on_input(&input);
         }
-        if let Some(relay) = input_relay(&input) {
+        if let Some(relay) = input.relay() {
             self.touched.insert(relay.clone());
         }
         self.engine.handle_input(self.now, input);
