@@ -35,7 +35,7 @@ use grasp_sync_core::StoreOutcome;
 use nostr::event::{Event, EventId};
 use nostr::filter::Filter;
 use nostr::types::Timestamp;
-use nostr_database::{NostrDatabase, RejectedReason, SaveEventStatus};
+use nostr_database::NostrDatabase;
 use nostr_lmdb::NostrLmdb;
 use tokio::sync::mpsc;
 
@@ -65,23 +65,9 @@ fn db_err(e: nostr_database::error::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-/// The outcome for a nostr-lmdb save status (see the module documentation).
-pub fn outcome_of(status: SaveEventStatus) -> StoreOutcome {
-    match status {
-        SaveEventStatus::Success => StoreOutcome::Stored,
-        SaveEventStatus::Rejected(RejectedReason::Duplicate | RejectedReason::Replaced) => {
-            StoreOutcome::Duplicate
-        }
-        SaveEventStatus::Rejected(
-            RejectedReason::Deleted
-            | RejectedReason::Ephemeral
-            | RejectedReason::Expired
-            | RejectedReason::InvalidDelete
-            | RejectedReason::Vanished
-            | RejectedReason::Other,
-        ) => StoreOutcome::Rejected,
-    }
-}
+/// The outcome for a nostr-lmdb save status: nostr-lmdb speaks
+/// `nostr-database` 0.45, mapped once for every such database.
+pub use super::database::outcome_of;
 
 impl LmdbStore {
     /// Opens (creating if needed) the LMDB database in `dir`.
@@ -189,6 +175,7 @@ mod tests {
     use super::*;
     use nostr::event::{EventBuilder, FinalizeEvent, Kind, Tag};
     use nostr::key::{Keys, SecretKey};
+    use nostr_database::{RejectedReason, SaveEventStatus};
     use std::collections::HashSet;
 
     fn keys(n: u8) -> Keys {
