@@ -40,36 +40,6 @@ async fn relay_status(sync: &SyncUnderTest) -> RelayStatus {
     only_relay(sync).await.expect("the relay is known")
 }
 
-/// Waits until every target is confirmed, checking at every look that a
-/// relay reporting its targets confirmed has every expected event stored
-/// (a target is never reported synced before its events are in).
-async fn wait_confirmed_truthfully(sync: &SyncUnderTest, ds: &Dataset, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let Some(status) = only_relay(sync).await else {
-            assert!(start.elapsed() < timeout, "no relay after {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            continue;
-        };
-        if status.targets > 0 && status.pending == 0 && status.confirmed == status.targets {
-            let stored = sync.stored_ids().await;
-            let missing = ds.expected().difference(&stored).count();
-            assert_eq!(
-                missing, 0,
-                "all {} targets reported synced with {missing} expected events not stored: \
-                 {status:#?}",
-                status.targets
-            );
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "not confirmed after {timeout:?}: {status:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// The engine's own historic timeout (60 s), not the tests' 5 s: a REQ the
 /// relay ignores would then cost a minute, which the bounds below catch.
 fn default_historic_timeout(config: &mut IoConfig) {
@@ -147,7 +117,7 @@ async fn burst_in_one_second_beyond_a_page() {
     })
     .await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
-    wait_confirmed_truthfully(&sync, &ds, SYNC_TIMEOUT).await;
+    sync.wait_confirmed_truthfully(&ds, SYNC_TIMEOUT).await;
     let took = started.elapsed();
     let status = relay_status(&sync).await;
     eprintln!(
@@ -313,7 +283,7 @@ async fn many_pages_of_issues_one_second_apart() {
     })
     .await;
     sync.wait_for(&ds.expected(), SYNC_TIMEOUT).await;
-    wait_confirmed_truthfully(&sync, &ds, SYNC_TIMEOUT).await;
+    sync.wait_confirmed_truthfully(&ds, SYNC_TIMEOUT).await;
     let status = relay_status(&sync).await;
     assert_eq!(
         status.stats.timeouts, 0,

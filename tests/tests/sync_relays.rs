@@ -122,32 +122,7 @@ async fn paging_behind_a_page_cap_below_the_limit_asked() {
     relay.insert(ds.events()).await;
     let mut sync = SyncUnderTest::start(&ds, |_| {}).await;
     // Confirmed targets must come with their events: look at both together.
-    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
-    loop {
-        let status = sync.status().await;
-        // No relay known yet is not "every target confirmed".
-        let confirmed = !status.relays.is_empty()
-            && status
-                .relays
-                .iter()
-                .all(|r| r.targets > 0 && r.pending == 0 && r.confirmed == r.targets);
-        let missing = ds.expected().difference(&sync.stored_ids().await).count();
-        assert!(
-            !confirmed || missing == 0,
-            "every target confirmed with {missing} of {} events missing: {:#?}",
-            ds.expected().len(),
-            status.relays
-        );
-        if confirmed {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not confirmed: {:#?}",
-            status.relays
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    sync.wait_confirmed_truthfully(&ds, SYNC_TIMEOUT).await;
     sync.shutdown().await;
 }
 

@@ -183,6 +183,40 @@ impl SyncUnderTest {
         }
     }
 
+    /// [`SyncUnderTest::wait_confirmed`] that also checks, when every
+    /// target is reported confirmed, that every event `ds` expects is
+    /// stored: a target is never reported synced before its events are in.
+    pub async fn wait_confirmed_truthfully(&self, ds: &Dataset, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await;
+            // No relay known yet is not "every target confirmed".
+            let confirmed = !status.relays.is_empty()
+                && status
+                    .relays
+                    .iter()
+                    .all(|r| r.targets > 0 && r.pending == 0 && r.confirmed == r.targets);
+            if confirmed {
+                let missing = ds.expected().difference(&self.stored_ids().await).count();
+                assert_eq!(
+                    missing,
+                    0,
+                    "every target reported synced with {missing} of {} expected events not \
+                     stored: {:#?}",
+                    ds.expected().len(),
+                    status.relays
+                );
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "not confirmed after {timeout:?}: {:#?}",
+                status.relays
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Asserts that none of `ids` is stored.
     pub async fn assert_none_of(&self, ids: &BTreeSet<EventId>) {
         let have = self.stored_ids().await;
