@@ -20,7 +20,11 @@
 //!   127.0.0.1 with an uncapped in-memory database, loaded directly (not
 //!   over the wire) with the issues and announcements, rate limits raised;
 //!   a fresh one for every client run. Its CPU during the client run is read
-//!   from `/proc/PID/stat`.
+//!   from `/proc/PID/stat`. With `BENCH_RELAY=nostr-rs-relay` the relay is
+//!   instead one nostr-rs-relay 0.8.12 (SQLite with a tag index; the
+//!   testkit's harness, already installed: `GRASP_SYNC_NOSTR_RS_RELAY` or
+//!   `target/test-relays/`), loaded once over the wire and read by every
+//!   client run in turn; its peak RSS then includes the load.
 //! - `grasp`: our [`Runner`] into a fresh [`LmdbStore`] that holds only the
 //!   announcements; done when the store holds every issue (an O(1) count
 //!   polled every 20 ms, confirmed by a count of kind 1621).
@@ -466,15 +470,109 @@ fn options(args: &[String]) -> Options {
     }
 }
 
-fn client_run(opts: &Options, mode: &str, issues: &Path, anns: &Path, port: u16) -> (Run, Value) {
-    let relay = RelayProc::start(port, issues, anns);
-    let relay_cpu0 = proc_cpu(relay.pid()).unwrap_or(f64::NAN);
+/// The relay every client syncs from.
+enum BenchRelay {
+    /// A fresh LocalRelay child per client run, on this port.
+    Local { port: u16 },
+    /// One nostr-rs-relay, loaded once, shared by every client run.
+    NostrRs(Box<SharedRelay>),
+}
+
+/// A relay process shared by every client run, with the runtime its
+/// harness talks through.
+struct SharedRelay {
+    relay: grasp_sync_testkit::relays::nostr_rs::NostrRsRelayHarness,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BenchRelay {
+    /// From `BENCH_RELAY`: started (nostr-rs-relay) or only given a port.
+    fn start() -> BenchRelay {
+        match std::env::var("BENCH_RELAY").as_deref() {
+            Err(_) | Ok("") | Ok("local") => BenchRelay::Local { port: free_port() },
+            Ok("nostr-rs-relay") => {
+                assert!(
+                    grasp_sync_testkit::relays::nostr_rs::installed_binary().is_some(),
+                    "BENCH_RELAY=nostr-rs-relay: no nostr-rs-relay installed; set {} or run the \
+                     nostr-rs-relay tests once (they install it into target/test-relays/)",
+                    grasp_sync_testkit::relays::nostr_rs::ENV_BINARY
+                );
+                let rt = runtime();
+                let relay =
+                    rt.block_on(grasp_sync_testkit::relays::nostr_rs::NostrRsRelayHarness::start());
+                BenchRelay::NostrRs(Box::new(SharedRelay { relay, rt }))
+            }
+            Ok(other) => panic!("BENCH_RELAY={other}: expected local or nostr-rs-relay"),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            BenchRelay::Local { port } => format!("ws://127.0.0.1:{port}"),
+            BenchRelay::NostrRs(shared) => shared.relay.url(),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            BenchRelay::Local { .. } => "nostr-relay-builder 0.44.1 LocalRelay, fresh per run",
+            BenchRelay::NostrRs(_) => "nostr-rs-relay 0.8.12, loaded once, shared by all runs",
+        }
+    }
+
+    /// Loads a shared relay with the announcements and the issues, over
+    /// the wire (a LocalRelay child loads its own at every start).
+    fn load(&self, issues: &Path, anns: &Path) {
+        let BenchRelay::NostrRs(shared) = self else {
+            return;
+        };
+        let events: Vec<nostr::event::Event> = read_lines(anns)
+            .iter()
+            .chain(read_lines(issues).iter())
+            .map(|l| nostr::event::Event::from_json(l).expect("event json"))
+            .collect();
+        let started = Instant::now();
+        let report = shared.rt.block_on(shared.relay.publish(&events));
+        assert_eq!(
+            report.accepted,
+            events.len(),
+            "nostr-rs-relay took every event ({report:?})"
+        );
+        println!(
+            "loaded {} events into nostr-rs-relay in {:.1} s",
+            events.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn client_run(
+    opts: &Options,
+    mode: &str,
+    issues: &Path,
+    anns: &Path,
+    bench_relay: &BenchRelay,
+) -> (Run, Value) {
+    // A LocalRelay child lives for this run only; nostr-rs-relay for all.
+    let local = match bench_relay {
+        BenchRelay::Local { port } => Some(RelayProc::start(*port, issues, anns)),
+        BenchRelay::NostrRs(_) => None,
+    };
+    let (url, pid) = match (&local, bench_relay) {
+        (Some(local), _) => (local.url.clone(), local.pid()),
+        (None, BenchRelay::NostrRs(shared)) => (
+            shared.relay.url(),
+            shared.relay.pid().expect("nostr-rs-relay runs"),
+        ),
+        (None, BenchRelay::Local { .. }) => unreachable!("a LocalRelay child was started"),
+    };
+    let relay_cpu0 = proc_cpu(pid).unwrap_or(f64::NAN);
     let n = opts.n.to_string();
     let (timeout, stall) = (opts.timeout.to_string(), opts.stall.to_string());
     let args: Vec<String> = match mode {
         "grasp" => vec![
             "grasp".into(),
-            relay.url.clone(),
+            url.clone(),
             anns.display().to_string(),
             issues.display().to_string(),
             n,
@@ -483,7 +581,7 @@ fn client_run(opts: &Options, mode: &str, issues: &Path, anns: &Path, port: u16)
         ],
         _ => vec![
             mode.into(),
-            relay.url.clone(),
+            url.clone(),
             issues.display().to_string(),
             n,
             timeout,
@@ -491,9 +589,9 @@ fn client_run(opts: &Options, mode: &str, issues: &Path, anns: &Path, port: u16)
         ],
     };
     let v = run_child(&args);
-    let relay_cpu = proc_cpu(relay.pid()).unwrap_or(f64::NAN) - relay_cpu0;
-    let relay_rss = proc_hwm_kib(relay.pid()).unwrap_or(0) as f64 / 1024.0;
-    drop(relay);
+    let relay_cpu = proc_cpu(pid).unwrap_or(f64::NAN) - relay_cpu0;
+    let relay_rss = proc_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0;
+    drop(local);
     let u = &v["usage"];
     let f = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
     let run = Run {
@@ -524,19 +622,21 @@ fn parent_main(args: &[String]) {
     let opts = options(args);
     let n = opts.n;
     let issues = data::issues(n);
-    let port = free_port();
+    let bench_relay = BenchRelay::start();
     let scratch = tempfile::Builder::new()
         .prefix("sync-bench-")
         .tempdir_in(data_dir())
         .expect("tempdir");
     let anns = scratch.path().join("announcements.jsonl");
-    data::announcements(&format!("ws://127.0.0.1:{port}"), &anns);
+    data::announcements(&bench_relay.url(), &anns);
 
     println!(
         "sync bench: {n} kind-{ISSUE_KIND} issues over {REPOS} repos from one loopback relay \
-         (nostr-relay-builder 0.44.1 LocalRelay, fresh per run), {} run(s) per client",
+         ({}), {} run(s) per client",
+        bench_relay.describe(),
         opts.runs
     );
+    bench_relay.load(&issues, &anns);
     let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
     println!("machine: {cores} core(s) available");
 
@@ -568,7 +668,7 @@ fn parent_main(args: &[String]) {
             order.reverse();
         }
         for mode in order {
-            let (run, detail) = client_run(&opts, mode, &issues, &anns, port);
+            let (run, detail) = client_run(&opts, mode, &issues, &anns, &bench_relay);
             eprintln!(
                 "run {}/{} {mode}: {:.2} s, {:.0} ev/s, cpu {:.2} s, rss {:.0} MiB, relay cpu {:.2} s, stored {}/{n}{}",
                 i + 1,

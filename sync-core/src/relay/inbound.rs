@@ -97,7 +97,7 @@ impl Relay {
                 None => return,
             },
             Some(Owner::NegOpen) => return,
-            None => match self.subs.take_blame(sub) {
+            None => match self.blamed.take(sub) {
                 // A REQ a NOTICE refusal was blamed on, answered after all:
                 // the relay refused one sent before it.
                 Some((seq, refusal)) => return self.reblame(seq, refusal, now, sh),
@@ -159,6 +159,14 @@ impl Relay {
         self.route_refusal(sub, owner, refusal, retry, now, sh);
     }
 
+    /// A NOTICE `refusal` is blamed on the unanswered `sub` (call before it
+    /// is forgotten).
+    fn blame(&mut self, sub: &SubscriptionId, refusal: Refusal) {
+        if let Some(seq) = self.subs.unanswered_seq(sub) {
+            self.blamed.blame(sub, seq, refusal);
+        }
+    }
+
     /// A NOTICE refusal was blamed on a REQ that the relay answered after
     /// all (it was sent after the refused one, which the relay had not
     /// answered when the NOTICE came): the blame moves to the latest REQ
@@ -169,7 +177,7 @@ impl Relay {
             return;
         };
         let owner = self.subs.owner(&sub);
-        self.subs.blame(&sub, refusal);
+        self.blame(&sub, refusal);
         out!(self, sh).unsubscribe(&sub);
         let retry = match refusal {
             Refusal::RateLimited | Refusal::TooManySubscriptions => {
@@ -309,7 +317,7 @@ impl Relay {
                 // answer it, the blame moves to an earlier one, see
                 // `reblame`).
                 let owner = self.subs.owner(&sub);
-                self.subs.blame(&sub, refusal);
+                self.blame(&sub, refusal);
                 out!(self, sh).unsubscribe(&sub);
                 self.refuse(&sub, owner, refusal, now, sh);
             }

@@ -47,7 +47,7 @@ use self::link::{Link, Reconnect};
 use self::live::{Gap, LiveSet, Shape, Slots};
 use self::negentropy::{JobDone, NegJobs};
 use self::out::{RelayOut, SubBook};
-use self::refusal::Cooldown;
+use self::refusal::{Blamed, Cooldown};
 use self::targets::{Removed, TargetBook};
 use self::timers::{deadline, soonest, Deadline};
 use crate::command::Command;
@@ -97,6 +97,8 @@ pub struct Relay {
     /// Newest `created_at` received per layer (discovery, repo, root).
     last_event_at: [Option<u64>; 3],
     subs: SubBook,
+    /// REQs a NOTICE refusal was blamed on, this connection.
+    blamed: Blamed,
     targets: TargetBook,
     link: Link,
     limits: Limits,
@@ -119,6 +121,7 @@ impl Relay {
             stats: RelayStats::default(),
             last_event_at: [None; 3],
             subs: SubBook::default(),
+            blamed: Blamed::default(),
             targets: TargetBook::default(),
             link: Link::new(now),
             limits: Limits::default(),
@@ -345,6 +348,7 @@ impl Relay {
         self.neg.end_session();
         self.targets.clear_pending();
         self.subs.clear();
+        self.blamed.clear();
         self.live.end_session();
         self.cooldown.end();
     }

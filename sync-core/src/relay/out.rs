@@ -14,7 +14,6 @@ use std::time::Duration;
 use nostr::filter::Filter;
 use nostr::message::SubscriptionId;
 
-use super::refusal::Refusal;
 use super::stats::{RefusalReason, RelayStats};
 use crate::command::{Command, SubscriptionMode};
 use crate::types::Time;
@@ -51,25 +50,19 @@ struct Sent {
 }
 
 /// The relay's side of subscription ids: who owns each open one, which
-/// REQs are unanswered, which a NOTICE refusal was blamed on, the fastest
-/// round trip seen, and the counter fresh ids come from.
+/// REQs are unanswered, the fastest round trip seen, and the counter fresh
+/// ids come from.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SubBook {
     owners: BTreeMap<SubscriptionId, Owner>,
     /// REQs sent and not yet answered, in sending order.
     unanswered: Vec<Sent>,
-    /// REQs a NOTICE refusal was blamed on (and closed): one the relay
-    /// answers after all was not the refused REQ (the most recent few).
-    blamed: VecDeque<(Sent, Refusal)>,
     /// The fastest first answer to a REQ on this connection.
     min_rtt: Option<Duration>,
     /// REQs sent on this connection.
     sent: u64,
     next_sub: u64,
 }
-
-/// How many blamed REQs are remembered.
-const KEEP_BLAMED: usize = 64;
 
 impl SubBook {
     /// Who holds `sub`, if it is open.
@@ -113,22 +106,12 @@ impl SubBook {
         }
     }
 
-    /// A NOTICE `refusal` is blamed on the unanswered `sub` (call before
-    /// it is forgotten).
-    pub fn blame(&mut self, sub: &SubscriptionId, refusal: Refusal) {
-        if let Some(sent) = self.unanswered.iter().find(|s| s.sub == *sub) {
-            if self.blamed.len() == KEEP_BLAMED {
-                self.blamed.pop_front();
-            }
-            self.blamed.push_back((sent.clone(), refusal));
-        }
-    }
-
-    /// The relay answered `sub`, which a refusal was blamed on: the blame
-    /// was wrong. Its place in the sending order and the refusal.
-    pub fn take_blame(&mut self, sub: &SubscriptionId) -> Option<(u64, Refusal)> {
-        let i = self.blamed.iter().position(|(s, _)| s.sub == *sub)?;
-        self.blamed.remove(i).map(|(s, r)| (s.seq, r))
+    /// The place in the sending order of `sub`, sent and not yet answered.
+    pub fn unanswered_seq(&self, sub: &SubscriptionId) -> Option<u64> {
+        self.unanswered
+            .iter()
+            .find(|s| s.sub == *sub)
+            .map(|s| s.seq)
     }
 
     /// The subscription is no longer held (the relay closed it, or its
@@ -142,7 +125,6 @@ impl SubBook {
     pub fn clear(&mut self) {
         self.owners.clear();
         self.unanswered.clear();
-        self.blamed.clear();
         self.min_rtt = None;
         self.sent = 0;
     }

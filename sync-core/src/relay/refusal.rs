@@ -1,9 +1,14 @@
 //! What a relay's refusals say (spec section 5): the `CLOSED` prefix read
-//! leniently into a [`Refusal`], a `NOTICE` classified by its words, and the
-//! rate-limit [`Cooldown`] that doubles on repeats.
+//! leniently into a [`Refusal`], a `NOTICE` classified by its words, the
+//! REQs a `NOTICE` refusal was [`Blamed`] on, and the rate-limit
+//! [`Cooldown`] that doubles on repeats.
 //!
 //! What each refusal does to the relay's work is the relay's routing table
 //! (`Relay::refuse`); this module only reads what was said.
+
+use std::collections::VecDeque;
+
+use nostr::message::SubscriptionId;
 
 use super::stats::RefusalReason;
 use crate::backoff::exponential;
@@ -126,6 +131,40 @@ impl Notice {
             refuses_nip77: NIP77_REFUSALS.iter().any(|p| m.contains(p)),
             refuses_req,
         }
+    }
+}
+
+/// REQs a NOTICE refusal was blamed on (and closed). A NOTICE names no
+/// subscription, so the blame is a guess: should the relay answer a blamed
+/// REQ after all, it was not the refused one, and the blame moves on. The
+/// most recent few are remembered, with their place in the sending order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Blamed {
+    recent: VecDeque<(SubscriptionId, u64, Refusal)>,
+}
+
+/// How many blamed REQs are remembered.
+const KEEP_BLAMED: usize = 64;
+
+impl Blamed {
+    /// `refusal` is blamed on `sub`, the `seq`-th REQ sent.
+    pub fn blame(&mut self, sub: &SubscriptionId, seq: u64, refusal: Refusal) {
+        if self.recent.len() == KEEP_BLAMED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((sub.clone(), seq, refusal));
+    }
+
+    /// The relay answered `sub`, which a refusal was blamed on: the blame
+    /// was wrong. Its place in the sending order and the refusal.
+    pub fn take(&mut self, sub: &SubscriptionId) -> Option<(u64, Refusal)> {
+        let i = self.recent.iter().position(|(s, _, _)| s == sub)?;
+        self.recent.remove(i).map(|(_, seq, r)| (seq, r))
+    }
+
+    /// The connection ended: no REQ of it can be answered any more.
+    pub fn clear(&mut self) {
+        self.recent.clear();
     }
 }
 

@@ -150,6 +150,11 @@ impl NostrRsRelayHarness {
         self.process.port()
     }
 
+    /// The process id while it runs (benches read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The directory with `config.toml`, the sqlite database and `relay.log`.
     pub fn dir(&self) -> &Path {
         self.process.dir()

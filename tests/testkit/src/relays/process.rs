@@ -112,6 +112,11 @@ impl RelayProcess {
         self.port
     }
 
+    /// The process id while it runs (benches read its CPU time).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The temporary directory.
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
