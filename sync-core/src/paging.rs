@@ -13,6 +13,13 @@
 //! of them shows an exclusive `until`, and from then on the filter asks one
 //! second higher, so both readings page the same events.
 //!
+//! A page that fills its `limit` and brings new events shows a long history:
+//! the next page of that filter asks twice the `limit`, up to the largest
+//! `limit` we ask. Each page costs a relay a query that may sort everything
+//! the filter matches (nostr-rs-relay does), so a history of 50,000 events
+//! takes about 14 pages instead of 100; a relay that caps pages silently
+//! answers the larger `limit` with its cap, which the evidence below reads.
+//!
 //! A one-second page proves its second complete when it returns fewer events
 //! than asked and fewer than the relay's page cap. Caps are silent, so the
 //! relay's pages are the evidence ([`PageEvidence`], gathered over all its
@@ -55,9 +62,15 @@ pub struct FilterPaging {
     // the page's end (see `settle_page`).
     page_events: Vec<PageEvent>,
     page_count: u32,
+    /// Distinct events of the page in its range before it was cut to what
+    /// this filter's own answer can have been (`page_count`).
+    page_received: u32,
     page_new: u32,
     page_oldest: Option<u64>,
     page_newest: Option<u64>,
+    /// The `limit` normal pages ask, once grown past the relay's normal
+    /// page limit (a filled page with new events doubles it).
+    grown_limit: Option<u32>,
     /// Pages sent so far in this pass.
     pages: u32,
     /// The largest normal (not one-second) page the relay sent in this pass.
@@ -67,6 +80,9 @@ pub struct FilterPaging {
     previous: Option<(u32, u32)>,
     /// The relay excludes the `until` second: ask one second higher.
     exclusive_until: bool,
+    /// The relay sent a page more events than its `limit` asked: it applies
+    /// no limit, so an equal count for a larger `limit` shows no cap.
+    ignores_limit: bool,
     /// Seconds stepped over without proof that they were seen in full.
     unproven: u32,
     /// What the last page showed of the relay's page sizes.
@@ -149,13 +165,16 @@ impl FilterPaging {
             boundary_second: None,
             page_events: Vec::new(),
             page_count: 0,
+            page_received: 0,
             page_new: 0,
             page_oldest: None,
             page_newest: None,
+            grown_limit: None,
             pages: 0,
             largest_page: 0,
             previous: None,
             exclusive_until: false,
+            ignores_limit: false,
             unproven: 0,
             shown: PageEvidence::default(),
         }
@@ -211,6 +230,12 @@ impl FilterPaging {
         self.pages
     }
 
+    /// The `limit` of a normal page: the relay's normal `page_limit`, or
+    /// more once pages came back full.
+    fn normal_limit(&self, page_limit: u32) -> u32 {
+        self.grown_limit.map_or(page_limit, |g| g.max(page_limit))
+    }
+
     /// The request for the next page (`page_limit` is the relay's normal limit).
     pub fn request(&self, page_limit: u32) -> PageRequest {
         // Bounds are kept inclusive; a relay that excludes `until` is asked
@@ -226,7 +251,7 @@ impl FilterPaging {
             Mode::Normal { until: u } => PageRequest {
                 since: self.since,
                 until: u.map(until),
-                limit: page_limit,
+                limit: self.normal_limit(page_limit),
             },
             Mode::Tie { second, limit } => PageRequest {
                 since: Some(second),
@@ -258,6 +283,7 @@ impl FilterPaging {
     pub fn start_page(&mut self) {
         self.page_events = Vec::new();
         self.page_count = 0;
+        self.page_received = 0;
         self.page_new = 0;
         self.page_oldest = None;
         self.page_newest = None;
@@ -317,6 +343,7 @@ impl FilterPaging {
         events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         // A relay may send one event once per filter it matches.
         events.dedup_by_key(|e| e.id);
+        self.page_received = u32::try_from(events.len()).unwrap_or(u32::MAX);
         let whole_seconds_to = |events: &[PageEvent], last: usize| {
             let cut = events[last].created_at;
             events.partition_point(|e| e.created_at >= cut)
@@ -399,9 +426,10 @@ impl FilterPaging {
         }
         let requested = match self.mode {
             Mode::Tie { limit, .. } => limit,
-            _ => page_limit,
+            _ => self.normal_limit(page_limit),
         };
         self.settle_page(requested);
+        self.ignores_limit |= self.page_received > requested;
         let count = self.page_count;
         let normal = matches!(self.mode, Mode::Normal { .. });
         let largest_before = bounds.seen.largest.max(self.largest_page);
@@ -425,18 +453,43 @@ impl FilterPaging {
             Mode::Done => Mode::Done,
             Mode::Normal { until } => {
                 if self.page_new > 0 {
+                    if count >= requested {
+                        // A long history: fewer, larger pages.
+                        let grown = requested.saturating_mul(2).min(max_page_limit);
+                        self.grown_limit = Some(grown.max(requested));
+                    }
+                    // Everything the relay sent in range, not only what was
+                    // surely this filter's, fell short of the limit.
+                    let short = self.page_received < requested;
+                    let only_until_second =
+                        until.is_some() && self.page_oldest == until && self.page_newest == until;
                     match self.page_oldest {
                         // Stepping below `since` would fetch what we did not ask for.
                         Some(o) if self.since.is_some_and(|s| o < s) => Mode::Done,
+                        // A grown page asked for that second alone, in effect,
+                        // and got fewer than its limit: judged as a one-second
+                        // page (asking it again would only repeat it).
+                        Some(o) if only_until_second && short => {
+                            if one_second_page_capped(
+                                count,
+                                bounds,
+                                largest_before,
+                                previous,
+                                self.ignores_limit,
+                            ) {
+                                self.unproven += 1;
+                            }
+                            self.step_below(o)
+                        }
                         Some(o) => Mode::Normal { until: Some(o) },
                         None => Mode::Done,
                     }
                 } else if all_one_second && until.is_some() && self.page_oldest == until {
                     let second = until.unwrap_or_default();
-                    if page_limit.saturating_mul(2) <= max_page_limit {
+                    if requested.saturating_mul(2) <= max_page_limit {
                         Mode::Tie {
                             second,
-                            limit: page_limit.saturating_mul(2),
+                            limit: requested.saturating_mul(2),
                         }
                     } else {
                         // Cannot ask for more of that second.
@@ -450,19 +503,13 @@ impl FilterPaging {
             Mode::Tie { second, limit } => {
                 let filled = count >= limit;
                 let capped = !filled
-                    && match bounds.seen.cap {
-                        Some(cap) => count >= cap,
-                        // No cap seen: the relay answered a larger limit with
-                        // the count a smaller one got, and never sent more in
-                        // one page. It may hold exactly that many, or cap
-                        // there: not proven. (One that sent more than the
-                        // smaller limit asked applies no limit at all.)
-                        None => {
-                            count >= TIE_MIN_PAGE
-                                && count >= largest_before
-                                && previous.is_some_and(|(c, asked)| c == count && c <= asked)
-                        }
-                    };
+                    && one_second_page_capped(
+                        count,
+                        bounds,
+                        largest_before,
+                        previous,
+                        self.ignores_limit,
+                    );
                 if filled && limit.saturating_mul(2) <= max_page_limit {
                     Mode::Tie {
                         second,
@@ -502,6 +549,31 @@ impl FilterPaging {
         self.boundary_second = None;
         Mode::Normal {
             until: Some(second - 1),
+        }
+    }
+}
+
+/// Whether a one-second page of `count` events, fewer than it asked, may
+/// have been cut by the relay's cap rather than showing the whole second.
+fn one_second_page_capped(
+    count: u32,
+    bounds: &PageBounds,
+    largest_before: u32,
+    previous: Option<(u32, u32)>,
+    ignores_limit: bool,
+) -> bool {
+    match bounds.seen.cap {
+        Some(cap) => count >= cap,
+        // No cap seen: the relay answered a larger limit with the count a
+        // smaller one got, and never sent more in one page. It may hold
+        // exactly that many, or cap there: not proven. (One that sent more
+        // than a limit asked, in this page or an earlier one, applies no
+        // limit at all.)
+        None => {
+            !ignores_limit
+                && count >= TIE_MIN_PAGE
+                && count >= largest_before
+                && previous.is_some_and(|(c, asked)| c == count && c <= asked)
         }
     }
 }
@@ -614,6 +686,35 @@ mod tests {
             }
         }
         (got, pages, (received, p.is_complete()))
+    }
+
+    #[test]
+    fn a_long_history_is_paged_in_growing_pages() {
+        // 5,000 events, one a second, no cap: 500, 1000, 2000, 4000 (1,500
+        // left), then the page that brings nothing new. At a fixed 500 it
+        // took 11 pages; every page is a query that may sort all matches.
+        let events: Vec<(u64, u64)> = (0..5000).map(|i| (i, 1_000_000 + i)).collect();
+        let (got, pages, (received, complete)) =
+            run_on(&events, Peer::inclusive(u32::MAX), 500, 4000);
+        assert_eq!(got.len(), 5000);
+        assert!(complete);
+        assert_eq!(pages, 5);
+        // Each page repeats only the boundary event of the one before.
+        assert_eq!(received, 5000 + 4);
+    }
+
+    #[test]
+    fn growing_pages_behind_a_silent_cap_lose_nothing() {
+        // The relay caps at 700, between the first page's limit and the
+        // doubled one; inclusive and exclusive `until` alike, with seconds
+        // shared by several events across page boundaries.
+        let events: Vec<(u64, u64)> = (0..6000).map(|i| (i, 1_000_000 + i / 3)).collect();
+        for peer in [Peer::inclusive(700), Peer::exclusive(700)] {
+            let (got, pages, (_, complete)) = run_on(&events, peer, 500, 4000);
+            assert_eq!(got.len(), 6000);
+            assert!(complete);
+            assert!(pages <= 12, "{pages} pages");
+        }
     }
 
     #[test]
