@@ -166,8 +166,29 @@ fn same_seed_same_log_with_nip77_in_play() {
     assert_eq!(a.log, b.log);
 }
 
-fn stored(w: &World) -> BTreeSet<EventId> {
-    w.store.keys().copied().collect()
+/// The stored events, less those of the repository its author deletes
+/// during the run (`Params::churn`) and the replies to them: a relay that
+/// was down when they were published and back only after the deletion
+/// owes them to nobody, so whether a world has them is timing, not sync.
+fn stored_in_scope(w: &World, repos: usize) -> BTreeSet<EventId> {
+    let deleted = coord(repos as u32, &format!("repo-{}", repos - 1));
+    let names = |e: &Event, values: &BTreeSet<String>| {
+        e.tags
+            .iter()
+            .any(|t| t.as_slice().get(1).is_some_and(|v| values.contains(v)))
+    };
+    let repo: BTreeSet<String> = [deleted.to_string()].into();
+    let roots: BTreeSet<String> = w
+        .store
+        .values()
+        .filter(|e| names(e, &repo))
+        .map(|e| e.id.to_hex())
+        .collect();
+    w.store
+        .values()
+        .filter(|e| !names(e, &repo) && !names(e, &roots))
+        .map(|e| e.id)
+        .collect()
 }
 
 fn stored_events(w: &World) -> Vec<Event> {
@@ -178,7 +199,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// The same world synced through NIP-77 (every relay answers) and
-    /// through paged REQ (no relay knows NEG-OPEN) ends with the same store.
+    /// through paged REQ (no relay knows NEG-OPEN) ends with the same store
+    /// (but for a deleted repository's events, see [`stored_in_scope`]).
     #[test]
     fn nip77_and_paged_req_store_the_same(
         seed in any::<u64>(),
@@ -194,7 +216,7 @@ proptest! {
         run(&mut paged);
         assert_converged(&reconciled, "nip77");
         assert_converged(&paged, "paged");
-        prop_assert_eq!(stored(&reconciled), stored(&paged));
+        prop_assert_eq!(stored_in_scope(&reconciled, repos), stored_in_scope(&paged, repos));
         prop_assert!(!stored_events(&paged).is_empty());
     }
 }
