@@ -93,9 +93,11 @@ pub struct Budget {
     pub max_filters_per_req: u32,
     /// Values in one tag (or `ids`) list of a filter.
     pub max_values_per_filter: u32,
-    /// The explicit `limit` of a historic page.
+    /// The explicit `limit` of a historic pass's first page; pages that come
+    /// back full with new events double it for the next.
     pub page_limit: u32,
-    /// The largest `limit` we ever ask for (doubling on a one-second page stops here).
+    /// The largest `limit` we ever ask for (growing pages and doubling on a
+    /// one-second page stop here).
     pub max_page_limit: u32,
 }
 
