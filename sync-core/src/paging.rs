@@ -62,9 +62,6 @@ pub struct FilterPaging {
     // the page's end (see `settle_page`).
     page_events: Vec<PageEvent>,
     page_count: u32,
-    /// Distinct events of the page in its range before it was cut to what
-    /// this filter's own answer can have been (`page_count`).
-    page_received: u32,
     page_new: u32,
     page_oldest: Option<u64>,
     page_newest: Option<u64>,
@@ -165,7 +162,6 @@ impl FilterPaging {
             boundary_second: None,
             page_events: Vec::new(),
             page_count: 0,
-            page_received: 0,
             page_new: 0,
             page_oldest: None,
             page_newest: None,
@@ -283,7 +279,6 @@ impl FilterPaging {
     pub fn start_page(&mut self) {
         self.page_events = Vec::new();
         self.page_count = 0;
-        self.page_received = 0;
         self.page_new = 0;
         self.page_oldest = None;
         self.page_newest = None;
@@ -326,7 +321,8 @@ impl FilterPaging {
     }
 
     /// Reduces the page to what this filter's own answer can have been, and
-    /// counts it against the pass.
+    /// counts it against the pass. Returns how many distinct events the
+    /// page had in its range before the cut.
     ///
     /// The relay's answer for this filter is its newest events down to some
     /// second, at most `requested` of them. An event that matches no other
@@ -338,12 +334,12 @@ impl FilterPaging {
     /// keeps something new (the next page then overlaps, never skips);
     /// otherwise at the newest `requested` (every event sharing the oldest
     /// second kept).
-    fn settle_page(&mut self, requested: u32) {
+    fn settle_page(&mut self, requested: u32) -> u32 {
         let mut events = std::mem::take(&mut self.page_events);
         events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         // A relay may send one event once per filter it matches.
         events.dedup_by_key(|e| e.id);
-        self.page_received = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let received = u32::try_from(events.len()).unwrap_or(u32::MAX);
         let whole_seconds_to = |events: &[PageEvent], last: usize| {
             let cut = events[last].created_at;
             events.partition_point(|e| e.created_at >= cut)
@@ -385,6 +381,7 @@ impl FilterPaging {
                 }
             }
         }
+        received
     }
 
     /// Whether a page event is one this pass had not seen (judged against
@@ -428,8 +425,8 @@ impl FilterPaging {
             Mode::Tie { limit, .. } => limit,
             _ => self.normal_limit(page_limit),
         };
-        self.settle_page(requested);
-        self.ignores_limit |= self.page_received > requested;
+        let received = self.settle_page(requested);
+        self.ignores_limit |= received > requested;
         let count = self.page_count;
         let normal = matches!(self.mode, Mode::Normal { .. });
         let largest_before = bounds.seen.largest.max(self.largest_page);
@@ -460,15 +457,16 @@ impl FilterPaging {
                     }
                     // Everything the relay sent in range, not only what was
                     // surely this filter's, fell short of the limit.
-                    let short = self.page_received < requested;
+                    let short = received < requested;
                     let only_until_second =
                         until.is_some() && self.page_oldest == until && self.page_newest == until;
                     match self.page_oldest {
                         // Stepping below `since` would fetch what we did not ask for.
                         Some(o) if self.since.is_some_and(|s| o < s) => Mode::Done,
-                        // A grown page asked for that second alone, in effect,
-                        // and got fewer than its limit: judged as a one-second
-                        // page (asking it again would only repeat it).
+                        // A page that holds only its `until` second and fell
+                        // short of its limit showed that second alone, in
+                        // effect: judged as a one-second page (asking it again
+                        // would only repeat it).
                         Some(o) if only_until_second && short => {
                             if one_second_page_capped(
                                 count,

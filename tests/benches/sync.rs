@@ -554,17 +554,17 @@ fn client_run(
     bench_relay: &BenchRelay,
 ) -> (Run, Value) {
     // A LocalRelay child lives for this run only; nostr-rs-relay for all.
-    let local = match bench_relay {
-        BenchRelay::Local { port } => Some(RelayProc::start(*port, issues, anns)),
-        BenchRelay::NostrRs(_) => None,
-    };
-    let (url, pid) = match (&local, bench_relay) {
-        (Some(local), _) => (local.url.clone(), local.pid()),
-        (None, BenchRelay::NostrRs(shared)) => (
+    let (local, url, pid) = match bench_relay {
+        BenchRelay::Local { port } => {
+            let local = RelayProc::start(*port, issues, anns);
+            let (url, pid) = (local.url.clone(), local.pid());
+            (Some(local), url, pid)
+        }
+        BenchRelay::NostrRs(shared) => (
+            None,
             shared.relay.url(),
             shared.relay.pid().expect("nostr-rs-relay runs"),
         ),
-        (None, BenchRelay::Local { .. }) => unreachable!("a LocalRelay child was started"),
     };
     let relay_cpu0 = proc_cpu(pid).unwrap_or(f64::NAN);
     let n = opts.n.to_string();

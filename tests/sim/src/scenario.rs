@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use grasp_sync_core::{RelayUrl, Time};
+use grasp_sync_core::{RelayUrl, RepoCoord, Time};
 use nostr::event::Event;
 
 use crate::fixtures::{self, announcement, comment, coord, root, state, status, T0};
@@ -116,6 +116,12 @@ pub const HEAL: Duration = Duration::from_secs(4 * 3600);
 /// The URL of fake relay `i`.
 pub fn relay_url(i: usize) -> RelayUrl {
     fixtures::url(&format!("wss://relay{i}.example"))
+}
+
+/// The repository its author deletes during a generated run (with
+/// [`Params::churn`]): the last one.
+pub fn deleted_repo(p: &Params) -> Option<RepoCoord> {
+    (p.churn && p.repos > 0).then(|| coord(p.repos as u32, &format!("repo-{}", p.repos - 1)))
 }
 
 /// Builds a world from a seed.
@@ -299,12 +305,12 @@ pub fn generate(seed: u64, p: &Params) -> World {
         let newer = announcement(1, "repo-0", T0 + 10 + rng.below(1000), &keep, true);
         world.schedule(at, Fault::LocalEvent(Box::new(newer)));
         // The last repo is deleted by its author.
-        let last = p.repos as u32;
         let at = start.plus(Duration::from_secs(rng.below(CHAOS.as_secs())));
+        let deleted = deleted_repo(p).expect("churn with repos deletes one");
         let del = fixtures::deletion(
-            last,
+            p.repos as u32,
             T0 + 2000 + rng.below(1000),
-            &[&coord(last, &format!("repo-{}", p.repos - 1))],
+            &[&deleted],
             &[],
         );
         world.schedule(at, Fault::LocalEvent(Box::new(del)));
